@@ -18,7 +18,7 @@ import (
 type Store interface {
 	// Enqueue makes jobs durable, atomically: when it returns nil every
 	// job is on stable storage (or committed in the database); when it
-	// returns an error none is. It fills in each job's ID.
+	// returns an error none is.
 	//
 	// A job whose IdempotencyKey was recorded at or after keysSince (by an
 	// earlier call or earlier in the same call) is not inserted: its result

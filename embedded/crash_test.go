@@ -1,0 +1,3 @@
+package embedded_test
+const crashChildEnv = "HERALD_CRASH_CHILD"
+func crashChild() int { return 0 }

@@ -1,0 +1,421 @@
+// Package embedded is herald's default store: one SQLite file, written by
+// pure Go (modernc.org/sqlite, no cgo), that holds the retry queue and is
+// meant to hold the capping counters and the tracking outbox beside it.
+//
+//	db, err := embedded.Open("herald.db", nil)
+//	...
+//	defer db.Close()
+//	q, err := retry.New(db.Retry(), nil)
+//
+// Every write is durable before it returns: the file runs in WAL mode with
+// synchronous=FULL, so a commit is on disk when it returns. One writer
+// goroutine owns the write connection and groups every write waiting for
+// it (enqueues, claims, completions, from any goroutine) into one
+// transaction and one fsync: this group commit is what lets many producers
+// and workers share the disk's limited fsync rate.
+//
+// The file belongs to one process at a time: Open takes an exclusive lock
+// on "<path>.lock" and fails with ErrLocked while another process holds
+// it. Because no other process can hold leases on the file, Open hands
+// back the jobs a crashed process left running (see DB.Recovered). For
+// many processes or hosts, use the PostgreSQL or Redis stores.
+package embedded
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/heraldhq/herald/retry"
+)
+
+// Errors of Open, checked with errors.Is.
+var (
+	// ErrLocked: another process has the store open.
+	ErrLocked = errors.New("embedded: store is locked by another process")
+	// ErrCorrupt: the file is not a readable herald store (damaged, or
+	// another kind of file). Open never resets it: move it aside to start
+	// afresh, or restore it from a backup.
+	ErrCorrupt = errors.New("embedded: store file is corrupt or not a herald store")
+)
+
+// applicationID marks SQLite files made by herald ("HRLD").
+const applicationID = 0x48524c44
+
+// Config tunes a DB. The zero value is usable; each field documents its
+// default.
+type Config struct {
+	// VerifyOnOpen runs SQLite's quick_check over the whole file at Open
+	// and fails with ErrCorrupt if it finds damage. It reads every page, so
+	// it costs about a second per few hundred MB. Default false: damage in
+	// a page is then reported when that page is read.
+	VerifyOnOpen bool
+	// MaxGroup caps how many writes share one transaction. Default 1024.
+	MaxGroup int
+	// CacheKiB is SQLite's page cache for the writer, in KiB. Default 16384.
+	CacheKiB int
+	// Logger receives operational messages. Default: discard.
+	Logger *slog.Logger
+}
+
+// DB is an open store file. Its methods are safe for concurrent use.
+type DB struct {
+	path string
+	cfg  Config
+	lock *os.File
+
+	wdb *sql.DB   // one connection, used only by the writer goroutine
+	w   *sql.Conn //
+	rdb *sql.DB   // readers (WAL lets them run beside the writer)
+
+	mu     sync.RWMutex // guards closed and sends on ops
+	closed bool
+	ops    chan *op
+	done   chan struct{} // closed when the writer goroutine exits
+
+	retry     *retryStore
+	recovered int
+}
+
+// Open opens or creates the store at path. It fails with ErrLocked if
+// another process has it open, and with ErrCorrupt if the file is not a
+// readable herald store.
+func Open(path string, cfg *Config) (*DB, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.MaxGroup = cmp.Or(c.MaxGroup, 1024)
+	c.CacheKiB = cmp.Or(c.CacheKiB, 16384)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if path == "" {
+		return nil, errors.New("embedded: Open: empty path")
+	}
+	lock, err := lockFile(path + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{path: path, cfg: c, lock: lock, ops: make(chan *op, 4096), done: make(chan struct{})}
+	if err := db.open(); err != nil {
+		db.closeHandles()
+		return nil, err
+	}
+	go db.writer()
+	return db, nil
+}
+
+func dsn(path string, pragmas ...string) string {
+	q := url.Values{}
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+func (db *DB) open() error {
+	ctx := context.Background()
+	var err error
+	db.wdb, err = sql.Open("sqlite", dsn(db.path, "busy_timeout(10000)"))
+	if err != nil {
+		return fmt.Errorf("embedded: open %s: %w", db.path, err)
+	}
+	db.wdb.SetMaxOpenConns(1)
+	db.wdb.SetConnMaxIdleTime(0)
+	db.wdb.SetConnMaxLifetime(0)
+	db.w, err = db.wdb.Conn(ctx)
+	if err != nil {
+		return db.classify(err)
+	}
+	var appID int64
+	if err := db.w.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
+		return db.classify(err)
+	}
+	var tables int
+	if err := db.w.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
+		return db.classify(err)
+	}
+	switch {
+	case appID == applicationID:
+	case appID == 0 && tables == 0:
+		// A new file.
+	default:
+		return fmt.Errorf("%w: %s is a SQLite file of another application (application_id %#x)", ErrCorrupt, db.path, appID)
+	}
+	for _, p := range []string{
+		"PRAGMA journal_mode=WAL",
+		"PRAGMA synchronous=FULL",
+		fmt.Sprintf("PRAGMA cache_size=-%d", db.cfg.CacheKiB),
+		"PRAGMA temp_store=MEMORY",
+	} {
+		if _, err := db.w.ExecContext(ctx, p); err != nil {
+			return db.classify(fmt.Errorf("%s: %w", p, err))
+		}
+	}
+	if db.cfg.VerifyOnOpen {
+		var res string
+		if err := db.w.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+			return db.classify(err)
+		}
+		if res != "ok" {
+			return fmt.Errorf("%w: %s: quick_check: %s", ErrCorrupt, db.path, res)
+		}
+	}
+	if err := db.migrate(ctx); err != nil {
+		return db.classify(err)
+	}
+	db.rdb, err = sql.Open("sqlite", dsn(db.path, "busy_timeout(10000)", "query_only(1)"))
+	if err != nil {
+		return fmt.Errorf("embedded: open %s: %w", db.path, err)
+	}
+	db.rdb.SetMaxOpenConns(4)
+	db.rdb.SetMaxIdleConns(4)
+	if db.retry, err = newRetryStore(ctx, db); err != nil {
+		return db.classify(err)
+	}
+	return nil
+}
+
+// migrations are applied in order; user_version counts those applied.
+var migrations = []string{
+	// 1: the retry queue.
+	`
+CREATE TABLE retry_jobs (
+	id           INTEGER PRIMARY KEY,
+	kind         TEXT    NOT NULL,
+	lane         TEXT    NOT NULL,
+	state        INTEGER NOT NULL,
+	priority     INTEGER NOT NULL,
+	run_at       INTEGER NOT NULL,
+	expires_at   INTEGER NOT NULL,
+	max_attempts INTEGER NOT NULL,
+	attempt      INTEGER NOT NULL DEFAULT 0,
+	lease_token  INTEGER NOT NULL DEFAULT 0,
+	lease_until  INTEGER NOT NULL DEFAULT 0,
+	idem_key     TEXT    NOT NULL,
+	last_error   TEXT    NOT NULL DEFAULT '',
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL,
+	finished_at  INTEGER NOT NULL DEFAULT 0,
+	payload      BLOB    NOT NULL
+);
+CREATE INDEX retry_jobs_ready    ON retry_jobs (lane, priority DESC, run_at, id) WHERE state = 1;
+CREATE INDEX retry_jobs_sched    ON retry_jobs (lane, run_at) WHERE state = 2;
+CREATE INDEX retry_jobs_running  ON retry_jobs (lease_until) WHERE state = 3;
+CREATE INDEX retry_jobs_finished ON retry_jobs (finished_at) WHERE state IN (4, 6);
+CREATE TABLE retry_keys (
+	key        TEXT    PRIMARY KEY,
+	job_id     INTEGER NOT NULL,
+	created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX retry_keys_created ON retry_keys (created_at);
+CREATE TABLE retry_lanes (
+	lane   TEXT    PRIMARY KEY,
+	paused INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	var version int
+	if err := db.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("embedded: %s has schema version %d, newer than this herald knows (%d): upgrade herald", db.path, version, len(migrations))
+	}
+	for v := version; v < len(migrations); v++ {
+		tx, err := db.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		stmts := migrations[v] + fmt.Sprintf(";\nPRAGMA user_version=%d; PRAGMA application_id=%d;", v+1, applicationID)
+		if _, err := tx.ExecContext(ctx, stmts); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("embedded: migration %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("embedded: migration %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+// classify turns SQLite's "not a database" and "corrupt" answers into ErrCorrupt.
+func (db *DB) classify(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
+			return fmt.Errorf("%w: %s: %w", ErrCorrupt, db.path, err)
+		}
+	}
+	return fmt.Errorf("embedded: %s: %w", db.path, err)
+}
+
+// Retry returns the retry queue's store in this file.
+func (db *DB) Retry() retry.Store { return db.retry }
+
+// Recovered returns how many jobs Open found running, left by a process
+// that stopped without finishing them, and handed back.
+func (db *DB) Recovered() int { return db.recovered }
+
+// Path returns the file's path.
+func (db *DB) Path() string { return db.path }
+
+// Close waits for pending writes, then closes the file and releases the
+// lock. Later calls return nil.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	close(db.ops)
+	db.mu.Unlock()
+	<-db.done
+	return db.closeHandles()
+}
+
+func (db *DB) closeHandles() error {
+	var errs []error
+	if db.retry != nil {
+		db.retry.closeStmts()
+	}
+	if db.w != nil {
+		errs = append(errs, db.w.Close())
+	}
+	if db.wdb != nil {
+		errs = append(errs, db.wdb.Close())
+	}
+	if db.rdb != nil {
+		errs = append(errs, db.rdb.Close())
+	}
+	if db.lock != nil {
+		errs = append(errs, unlockFile(db.lock))
+	}
+	return errors.Join(errs...)
+}
+
+func (db *DB) isClosed() bool {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	return db.closed
+}
+
+// op is one write waiting for the group commit.
+type op struct {
+	fn    func(ctx context.Context, c *sql.Conn) error
+	after func() // runs after the commit succeeded, on the writer goroutine
+	err   error
+	done  chan struct{}
+}
+
+// write runs fn in the next group transaction and returns once that
+// transaction is durable (or failed). fn runs inside a savepoint: if it
+// fails, its own changes are rolled back and the group goes on.
+func (db *DB) write(ctx context.Context, fn func(ctx context.Context, c *sql.Conn) error, after func()) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := &op{fn: fn, after: after, done: make(chan struct{})}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return retry.ErrClosed
+	}
+	db.ops <- o
+	db.mu.RUnlock()
+	// Once queued the write may be applied, so wait for its verdict even if
+	// ctx ends: the caller must not think it failed when it did not.
+	<-o.done
+	return o.err
+}
+
+func (db *DB) writer() {
+	defer close(db.done)
+	ctx := context.Background()
+	group := make([]*op, 0, db.cfg.MaxGroup)
+	for o := range db.ops {
+		group = append(group[:0], o)
+	fill:
+		for len(group) < db.cfg.MaxGroup {
+			select {
+			case o, ok := <-db.ops:
+				if !ok {
+					break fill
+				}
+				group = append(group, o)
+			default:
+				break fill
+			}
+		}
+		db.commit(ctx, group)
+	}
+}
+
+func (db *DB) commit(ctx context.Context, group []*op) {
+	fail := func(err error) {
+		err = db.classify(err)
+		for _, o := range group {
+			if o.err == nil {
+				o.err = err
+			}
+			close(o.done)
+		}
+	}
+	if _, err := db.w.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		fail(err)
+		return
+	}
+	single := len(group) == 1
+	for _, o := range group {
+		if single {
+			o.err = o.fn(ctx, db.w)
+			continue
+		}
+		if _, err := db.w.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+			_, _ = db.w.ExecContext(ctx, "ROLLBACK")
+			fail(err)
+			return
+		}
+		if o.err = o.fn(ctx, db.w); o.err != nil {
+			_, _ = db.w.ExecContext(ctx, "ROLLBACK TO op")
+		}
+		if _, err := db.w.ExecContext(ctx, "RELEASE op"); err != nil {
+			_, _ = db.w.ExecContext(ctx, "ROLLBACK")
+			fail(err)
+			return
+		}
+	}
+	if single && group[0].err != nil {
+		_, _ = db.w.ExecContext(ctx, "ROLLBACK")
+		close(group[0].done)
+		return
+	}
+	if _, err := db.w.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = db.w.ExecContext(ctx, "ROLLBACK")
+		for _, o := range group {
+			o.err = nil
+		}
+		fail(err)
+		return
+	}
+	for _, o := range group {
+		if o.err == nil && o.after != nil {
+			o.after()
+		}
+		close(o.done)
+	}
+}

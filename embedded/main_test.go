@@ -1,0 +1,16 @@
+package embedded_test
+
+import (
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		// Re-executed by TestCrash: run only the child's work.
+		os.Exit(crashChild())
+	}
+	goleak.VerifyTestMain(m)
+}

@@ -1,0 +1,103 @@
+package embedded_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/retry/storetest"
+)
+
+func openDB(t *testing.T, path string) *embedded.DB {
+	t.Helper()
+	db, err := embedded.Open(path, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestRetryConformance(t *testing.T) {
+	t.Parallel()
+	paths := map[retry.Store]string{}
+	storetest.Run(t, func(t *testing.T) retry.Store {
+		path := filepath.Join(t.TempDir(), "herald.db")
+		s := openDB(t, path).Retry()
+		paths[s] = path
+		return s
+	}, &storetest.Options{
+		Reopen: func(t *testing.T, s retry.Store) retry.Store {
+			require.NoError(t, s.Close())
+			return openDB(t, paths[s]).Retry()
+		},
+	})
+}
+
+func TestOpenRefusesASecondOpener(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "herald.db")
+	openDB(t, path)
+	_, err := embedded.Open(path, nil)
+	require.ErrorIs(t, err, embedded.ErrLocked)
+}
+
+func TestOpenRefusesCorruptFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.db")
+	require.NoError(t, os.WriteFile(garbage, []byte("this is not a database, it is a text file that is long enough to have a header"), 0o600))
+	_, err := embedded.Open(garbage, nil)
+	require.ErrorIs(t, err, embedded.ErrCorrupt)
+	b, err := os.ReadFile(garbage)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "not a database", "the file must be left as it was, never reset")
+
+	// A store whose pages were damaged after it was written.
+	damaged := filepath.Join(dir, "damaged.db")
+	db, err := embedded.Open(damaged, nil)
+	require.NoError(t, err)
+	q, err := retry.New(db.Retry(), nil)
+	require.NoError(t, err)
+	batch := make([]retry.EnqueueParams, 2000)
+	for i := range batch {
+		batch[i] = retry.EnqueueParams{Kind: "k", Payload: make([]byte, 200)}
+	}
+	_, err = q.EnqueueBatch(context.Background(), batch)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	for _, suffix := range []string{"-wal", "-shm"} {
+		_ = os.Remove(damaged + suffix)
+	}
+	f, err := os.OpenFile(damaged, os.O_RDWR, 0)
+	require.NoError(t, err)
+	st, err := f.Stat()
+	require.NoError(t, err)
+	junk := make([]byte, 4096*8)
+	for i := range junk {
+		junk[i] = byte(i * 7)
+	}
+	_, err = f.WriteAt(junk, st.Size()/2)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	_, err = embedded.Open(damaged, &embedded.Config{VerifyOnOpen: true})
+	require.ErrorIs(t, err, embedded.ErrCorrupt)
+}
+
+func TestOpenRefusesAnotherApplicationsFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "other.db")
+	// A valid SQLite file made by something else: the smallest one is a
+	// header with an empty schema; make it through the embedded store's
+	// own driver to avoid a second SQLite binding.
+	db, err := embedded.Open(path, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.NoError(t, embedded.SetApplicationIDForTest(path, 0x1234))
+	_, err = embedded.Open(path, nil)
+	require.ErrorIs(t, err, embedded.ErrCorrupt)
+	require.ErrorContains(t, err, "another application")
+}
