@@ -73,9 +73,10 @@ type DB struct {
 	cfg  Config
 	lock *os.File
 
-	wdb *sql.DB   // one connection, used only by the writer goroutine
-	w   *sql.Conn //
-	rdb *sql.DB   // readers (WAL lets them run beside the writer)
+	wdb               *sql.DB   // one connection, used only by the writer goroutine
+	w                 *sql.Conn //
+	begin, commitStmt *sql.Stmt
+	rdb               *sql.DB // readers (WAL lets them run beside the writer)
 
 	mu     sync.RWMutex // guards closed and sends on ops
 	closed bool
@@ -172,6 +173,12 @@ func (db *DB) open() error {
 		}
 	}
 	if err := db.migrate(ctx); err != nil {
+		return db.classify(err)
+	}
+	if db.begin, err = db.w.PrepareContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return db.classify(err)
+	}
+	if db.commitStmt, err = db.w.PrepareContext(ctx, "COMMIT"); err != nil {
 		return db.classify(err)
 	}
 	db.rdb, err = sql.Open("sqlite", dsn(db.path, "busy_timeout(10000)", "query_only(1)"))
@@ -293,6 +300,11 @@ func (db *DB) closeHandles() error {
 	if db.retry != nil {
 		db.retry.closeStmts()
 	}
+	for _, st := range []*sql.Stmt{db.begin, db.commitStmt} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
 	if db.w != nil {
 		errs = append(errs, db.w.Close())
 	}
@@ -323,8 +335,9 @@ type op struct {
 }
 
 // write runs fn in the next group transaction and returns once that
-// transaction is durable (or failed). fn runs inside a savepoint: if it
-// fails, its own changes are rolled back and the group goes on.
+// transaction is durable (or failed). If fn fails, the group is rolled back
+// and every other write in it runs again in a transaction of its own, so fn
+// must be safe to run more than once (it resets what it reports).
 func (db *DB) write(ctx context.Context, fn func(ctx context.Context, c *sql.Conn) error, after func()) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -366,56 +379,45 @@ func (db *DB) writer() {
 }
 
 func (db *DB) commit(ctx context.Context, group []*op) {
-	fail := func(err error) {
-		err = db.classify(err)
+	finish := func(err error) {
 		for _, o := range group {
-			if o.err == nil {
+			if err != nil {
 				o.err = err
+			}
+			if o.err == nil && o.after != nil {
+				o.after()
 			}
 			close(o.done)
 		}
 	}
-	if _, err := db.w.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		fail(err)
+	if _, err := db.begin.ExecContext(ctx); err != nil {
+		finish(db.classify(err))
 		return
 	}
-	single := len(group) == 1
 	for _, o := range group {
-		if single {
-			o.err = o.fn(ctx, db.w)
+		o.err = o.fn(ctx, db.w)
+		if o.err == nil {
 			continue
 		}
-		if _, err := db.w.ExecContext(ctx, "SAVEPOINT op"); err != nil {
-			_, _ = db.w.ExecContext(ctx, "ROLLBACK")
-			fail(err)
+		// One write failed: undo the whole group, then give each write a
+		// transaction of its own so the failure stays with its caller.
+		// (Writes are idempotent closures: running one again is safe.)
+		_, _ = db.w.ExecContext(ctx, "ROLLBACK")
+		if len(group) == 1 {
+			o.err = db.classify(o.err)
+			finish(nil)
 			return
 		}
-		if o.err = o.fn(ctx, db.w); o.err != nil {
-			_, _ = db.w.ExecContext(ctx, "ROLLBACK TO op")
-		}
-		if _, err := db.w.ExecContext(ctx, "RELEASE op"); err != nil {
-			_, _ = db.w.ExecContext(ctx, "ROLLBACK")
-			fail(err)
-			return
-		}
-	}
-	if single && group[0].err != nil {
-		_, _ = db.w.ExecContext(ctx, "ROLLBACK")
-		close(group[0].done)
-		return
-	}
-	if _, err := db.w.ExecContext(ctx, "COMMIT"); err != nil {
-		_, _ = db.w.ExecContext(ctx, "ROLLBACK")
 		for _, o := range group {
 			o.err = nil
+			db.commit(ctx, []*op{o})
 		}
-		fail(err)
 		return
 	}
-	for _, o := range group {
-		if o.err == nil && o.after != nil {
-			o.after()
-		}
-		close(o.done)
+	if _, err := db.commitStmt.ExecContext(ctx); err != nil {
+		_, _ = db.w.ExecContext(ctx, "ROLLBACK")
+		finish(db.classify(err))
+		return
 	}
+	finish(nil)
 }

@@ -18,7 +18,7 @@ type retryStore struct {
 	db *DB
 
 	// Statements prepared on the writer connection; used only inside ops.
-	insJob, getKey, putKey, promote, claim, finish, extend *sql.Stmt
+	insJob, getKey, putKey, promote, ready, markRunning, finish, extend *sql.Stmt
 
 	mu     sync.RWMutex
 	paused map[string]bool // a cache of retry_lanes: only this process writes it
@@ -48,11 +48,13 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 		{&s.getKey, `SELECT job_id, created_at FROM retry_keys WHERE key = ?`},
 		{&s.putKey, `INSERT OR REPLACE INTO retry_keys (key, job_id, created_at) VALUES (?,?,?)`},
 		{&s.promote, `UPDATE retry_jobs SET state = 1 WHERE state = 2 AND lane = ? AND run_at <= ?`},
-		{&s.claim, `UPDATE retry_jobs SET state = 3, attempt = attempt + 1, lease_token = lease_token + 1,
-			lease_until = ?, updated_at = ?
-			WHERE id IN (SELECT id FROM retry_jobs WHERE state = 1 AND lane = ?
-				ORDER BY priority DESC, run_at, id LIMIT ?)
-			RETURNING ` + jobCols},
+		// Claim reads the best due rows and updates them one by one: an
+		// UPDATE ... WHERE id IN (subquery) RETURNING builds two ephemeral
+		// tables per call, which cost more than the claim itself.
+		{&s.ready, `SELECT ` + jobCols + ` FROM retry_jobs WHERE state = 1 AND lane = ?
+			ORDER BY priority DESC, run_at, id LIMIT ?`},
+		{&s.markRunning, `UPDATE retry_jobs SET state = 3, attempt = attempt + 1, lease_token = lease_token + 1,
+			lease_until = ?, updated_at = ? WHERE id = ?`},
 		{&s.finish, `UPDATE retry_jobs SET state = ?, updated_at = ?,
 			last_error = CASE WHEN ? <> '' THEN ? ELSE last_error END,
 			attempt = max(attempt - ?, 0), run_at = coalesce(?, run_at), finished_at = ?, lease_until = 0
@@ -99,7 +101,7 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 }
 
 func (s *retryStore) closeStmts() {
-	for _, st := range []*sql.Stmt{s.insJob, s.getKey, s.putKey, s.promote, s.claim, s.finish, s.extend} {
+	for _, st := range []*sql.Stmt{s.insJob, s.getKey, s.putKey, s.promote, s.ready, s.markRunning, s.finish, s.extend} {
 		if st != nil {
 			_ = st.Close()
 		}
@@ -206,19 +208,30 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 		if _, err := s.promote.ExecContext(ctx, lane, n); err != nil {
 			return err
 		}
-		rows, err := s.claim.QueryContext(ctx, nanos(leaseUntil), n, lane, limit)
+		rows, err := s.ready.QueryContext(ctx, lane, limit)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		for rows.Next() {
 			j, err := scanJob(rows)
 			if err != nil {
+				_ = rows.Close()
 				return err
 			}
 			out = append(out, j)
 		}
-		return rows.Err()
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		until := nanos(leaseUntil)
+		for _, j := range out {
+			if _, err := s.markRunning.ExecContext(ctx, until, n, j.ID); err != nil {
+				return err
+			}
+			j.State, j.Attempt, j.LeaseToken = retry.StateRunning, j.Attempt+1, j.LeaseToken+1
+			j.LeaseUntil, j.UpdatedAt = fromNanos(until), now
+		}
+		return nil
 	}, nil)
 	if err != nil {
 		return nil, err

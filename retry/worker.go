@@ -158,76 +158,121 @@ func (r *runner) stopping() bool {
 	}
 }
 
+// slots bound a lane's work in this process. A lane claims up to twice
+// its concurrency, so the next batch is claimed while the current one runs
+// and each claim (a store round trip, or an fsync) serves many jobs; no
+// more than Concurrency handlers run at once.
+type slots struct {
+	claimed chan struct{} // held from claim until the outcome is handed off
+	running chan struct{} // held while a handler runs
+	freed   chan struct{} // signalled when a claimed slot frees
+}
+
+func newSlots(concurrency int) *slots {
+	return &slots{
+		claimed: make(chan struct{}, 2*concurrency),
+		running: make(chan struct{}, concurrency),
+		freed:   make(chan struct{}, 1),
+	}
+}
+
+func (s *slots) release() {
+	<-s.claimed
+	select {
+	case s.freed <- struct{}{}:
+	default:
+	}
+}
+
+// claimBatchWait is how long a lane waits for more free slots before
+// claiming fewer than half its capacity.
+const claimBatchWait = 2 * time.Millisecond
+
 func (r *runner) fetch(l *lane) {
 	defer r.fetchWG.Done()
 	cfg := r.q.cfg
-	sem := make(chan struct{}, l.cfg.Concurrency)
+	sl := newSlots(l.cfg.Concurrency)
 	timer := time.NewTimer(cfg.PollInterval)
 	defer timer.Stop()
-	idle := func() bool {
+	wait := func(d time.Duration, wake <-chan struct{}) bool {
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
 			default:
 			}
 		}
-		timer.Reset(cfg.PollInterval)
+		timer.Reset(d)
 		select {
-		case <-l.wakeCh:
+		case <-wake:
 		case <-timer.C:
 		case <-r.claimCtx.Done():
 			return false
 		}
 		return true
 	}
+	grab := func(n int) int {
+		for n < cap(sl.claimed) {
+			select {
+			case sl.claimed <- struct{}{}:
+				n++
+			default:
+				return n
+			}
+		}
+		return n
+	}
 	for {
 		select {
-		case sem <- struct{}{}:
+		case sl.claimed <- struct{}{}:
 		case <-r.claimCtx.Done():
 			return
 		}
-		n := 1
-	more:
-		for n < cap(sem) {
-			select {
-			case sem <- struct{}{}:
-				n++
-			default:
-				break more
+		n := grab(1)
+		if n < cap(sl.claimed)/2 {
+			// Let running jobs finish so one claim serves many.
+			deadline := time.Now().Add(claimBatchWait)
+			for n < cap(sl.claimed)/2 && time.Now().Before(deadline) {
+				if !wait(time.Until(deadline), sl.freed) {
+					for range n {
+						<-sl.claimed
+					}
+					return
+				}
+				n = grab(n)
 			}
 		}
 		if l.limiter != nil {
 			// Claim no more than the rate allows now (at least one, which
 			// waits for its token), so claimed jobs do not sit leased.
 			for want := max(1, min(n, int(l.limiter.Tokens()))); n > want; n-- {
-				<-sem
+				<-sl.claimed
 			}
 		}
 		now := cfg.Now()
 		jobs, err := r.q.store.Claim(r.claimCtx, l.name, n, now, now.Add(cfg.LeaseDuration))
 		for range n - len(jobs) {
-			<-sem
+			<-sl.claimed
 		}
 		if err != nil {
 			if r.claimCtx.Err() != nil {
 				return
 			}
 			cfg.Logger.Warn("retry: claim failed", "lane", l.name, "err", err)
-			if !idle() {
+			if !wait(cfg.PollInterval, l.wakeCh) {
 				return
 			}
 			continue
 		}
 		for _, j := range jobs {
-			r.start(l, j, sem)
+			r.start(l, j, sl)
 		}
-		if len(jobs) < n && !idle() {
+		if len(jobs) < n && !wait(cfg.PollInterval, l.wakeCh) {
 			return
 		}
 	}
 }
 
-func (r *runner) start(l *lane, j *Job, sem chan struct{}) {
+func (r *runner) start(l *lane, j *Job, sl *slots) {
 	a := &active{job: j}
 	r.mu.Lock()
 	r.running[j.ID] = a
@@ -235,12 +280,22 @@ func (r *runner) start(l *lane, j *Job, sem chan struct{}) {
 	r.jobWG.Add(1)
 	go func() {
 		defer r.jobWG.Done()
+		release := func() {
+			// Stopping before the job could start: hand it back unrun.
+			now := r.q.cfg.Now()
+			r.complete(a, Outcome{Lease: Lease{j.ID, j.LeaseToken}, State: StateAvailable, Uncount: true, At: now},
+				EventReleased, nil, sl)
+		}
+		select {
+		case sl.running <- struct{}{}:
+		case <-r.claimCtx.Done():
+			release()
+			return
+		}
+		defer func() { <-sl.running }()
 		if l.limiter != nil {
 			if err := l.limiter.Wait(r.claimCtx); err != nil {
-				// Stopping before the rate allowed a start: hand the job back.
-				now := r.q.cfg.Now()
-				r.complete(a, Outcome{Lease: Lease{j.ID, j.LeaseToken}, State: StateAvailable, Uncount: true, At: now},
-					EventReleased, nil, sem)
+				release()
 				return
 			}
 		}
@@ -249,12 +304,12 @@ func (r *runner) start(l *lane, j *Job, sem chan struct{}) {
 			a.cancel = cancel
 			r.mu.Unlock()
 		})
-		r.complete(a, out, ev.Type, ev.Err, sem)
+		r.complete(a, out, ev.Type, ev.Err, sl)
 	}()
 }
 
 // complete hands an outcome to the completer and frees the worker slot.
-func (r *runner) complete(a *active, out Outcome, typ EventType, err error, sem chan struct{}) {
+func (r *runner) complete(a *active, out Outcome, typ EventType, err error, sl *slots) {
 	r.mu.Lock()
 	released := a.released
 	r.mu.Unlock()
@@ -266,7 +321,7 @@ func (r *runner) complete(a *active, out Outcome, typ EventType, err error, sem 
 		case <-r.gone:
 		}
 	}
-	<-sem
+	sl.release()
 }
 
 func retryAt(o Outcome) time.Time {
