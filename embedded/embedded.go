@@ -31,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -85,6 +86,21 @@ type DB struct {
 
 	retry     *retryStore
 	recovered int
+
+	commits, writes atomic.Uint64
+}
+
+// WriteStats counts the store's writes and the commits (fsyncs) that made
+// them durable: Writes/Commits is how well group commit is sharing the
+// disk.
+type WriteStats struct {
+	Writes  uint64 // write calls applied (an enqueue batch, a claim, a batch of outcomes, ...)
+	Commits uint64 // transactions committed
+}
+
+// WriteStats returns the counts since Open.
+func (db *DB) WriteStats() WriteStats {
+	return WriteStats{Writes: db.writes.Load(), Commits: db.commits.Load()}
 }
 
 // Open opens or creates the store at path. It fails with ErrLocked if
@@ -419,5 +435,7 @@ func (db *DB) commit(ctx context.Context, group []*op) {
 		finish(db.classify(err))
 		return
 	}
+	db.commits.Add(1)
+	db.writes.Add(uint64(len(group)))
 	finish(nil)
 }

@@ -101,3 +101,34 @@ func TestOpenRefusesAnotherApplicationsFile(t *testing.T) {
 	require.ErrorIs(t, err, embedded.ErrCorrupt)
 	require.ErrorContains(t, err, "another application")
 }
+
+func TestConcurrentEnqueuesShareCommits(t *testing.T) {
+	t.Parallel()
+	db := openDB(t, filepath.Join(t.TempDir(), "herald.db"))
+	q, err := retry.New(db.Retry(), nil)
+	require.NoError(t, err)
+	const producers = 64
+	start := make(chan struct{})
+	errs := make(chan error, producers)
+	for range producers {
+		go func() {
+			<-start
+			for range 10 {
+				if _, err := q.Enqueue(context.Background(), retry.EnqueueParams{Kind: "k"}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	close(start)
+	for range producers {
+		require.NoError(t, <-errs)
+	}
+	st := db.WriteStats()
+	require.Equal(t, uint64(producers*10), st.Writes)
+	// Without group commit every enqueue is its own commit (and fsync).
+	require.Less(t, st.Commits, st.Writes/2, "group commit must share commits between producers: %+v", st)
+	t.Logf("%d enqueues in %d commits", st.Writes, st.Commits)
+}

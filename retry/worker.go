@@ -66,9 +66,8 @@ type active struct {
 }
 
 type completion struct {
-	out  Outcome
-	ev   Event
-	done func() // after the outcome is durable (or abandoned)
+	out Outcome
+	ev  Event
 }
 
 // Start begins working every lane in Config.Lanes in the background. It
@@ -147,15 +146,6 @@ func (q *Queue) Stop(ctx context.Context) error {
 	r.cancelWork(ErrClosed)
 	r.bgWG.Wait()
 	return forced
-}
-
-func (r *runner) stopping() bool {
-	select {
-	case <-r.stopCh:
-		return true
-	default:
-		return false
-	}
 }
 
 // slots bound a lane's work in this process. A lane claims up to twice
