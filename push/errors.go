@@ -1,0 +1,151 @@
+package push
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The classes of failure, checked with errors.Is. Each provider client maps
+// its provider's answers onto these once, in its own package.
+var (
+	// ErrUnregistered: the recipient is gone (APNs 410, FCM UNREGISTERED,
+	// Web Push 404/410). Forget the token; never retry.
+	ErrUnregistered = errors.New("push: recipient unregistered")
+	// ErrInvalidToken: the token or subscription is malformed or belongs to
+	// another app or environment. Refused before any network call when it
+	// can be seen locally. Never retry.
+	ErrInvalidToken = errors.New("push: invalid token")
+	// ErrPayloadTooLarge: the notification is over the provider's limit.
+	// Refused before any network call. Never retry as is.
+	ErrPayloadTooLarge = errors.New("push: payload too large")
+	// ErrInvalidMessage: the provider (or local validation) refused the
+	// message itself: missing topic, bad headers, bad priority. Never
+	// retry as is.
+	ErrInvalidMessage = errors.New("push: invalid message")
+	// ErrRateLimited: too many requests (429). Retry after RetryAfter.
+	ErrRateLimited = errors.New("push: rate limited")
+	// ErrUnavailable: the provider failed or could not be reached (5xx,
+	// network errors, timeouts). Retry with backoff.
+	ErrUnavailable = errors.New("push: provider unavailable")
+	// ErrAuth: the provider refused our credentials (APNs 403, FCM
+	// THIRD_PARTY_AUTH_ERROR, VAPID 401/403). A configuration error: pause
+	// the channel and fix the credentials; the message itself may be kept.
+	ErrAuth = errors.New("push: authentication refused")
+	// ErrForbiddenEndpoint: a Web Push endpoint is not an allowed push
+	// service, or resolves to a private address (SSRF guard).
+	ErrForbiddenEndpoint = errors.New("push: endpoint not allowed")
+)
+
+// Error is a provider's refusal, or a local one before the network. It
+// wraps one of the sentinels (Kind).
+type Error struct {
+	Provider Provider
+	Kind     error  // one of the package's sentinels
+	Status   int    // HTTP status; 0 when refused locally or for network errors
+	Reason   string // the provider's reason code (APNs reason, FCM error code, ...)
+	// RetryAfter is the provider's Retry-After, when it sent one.
+	RetryAfter time.Duration
+	// Timestamp is APNs 410's: when the token stopped being valid.
+	Timestamp time.Time
+	// Token is the recipient, masked (see MaskToken).
+	Token string
+	// Err is the underlying error (network, library), if any. Its text
+	// never includes tokens or payloads.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("push: ")
+	b.WriteString(string(e.Provider))
+	b.WriteString(": ")
+	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "push: "))
+	if e.Status != 0 {
+		fmt.Fprintf(&b, " (status %d", e.Status)
+		if e.Reason != "" {
+			fmt.Fprintf(&b, ", %s", e.Reason)
+		}
+		b.WriteString(")")
+	} else if e.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", e.Reason)
+	}
+	if e.Token != "" {
+		fmt.Fprintf(&b, " token %s", e.Token)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " retry after %s", e.RetryAfter)
+	}
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+// Unwrap returns the class sentinel and the underlying error.
+func (e *Error) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Kind, e.Err}
+	}
+	return []error{e.Kind}
+}
+
+// RetryAfterHint returns RetryAfter, so the retry queue waits as the
+// provider asked (see retry.RetryAfter).
+func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
+
+// Retryable reports whether sending the same message later may succeed.
+func (e *Error) Retryable() bool {
+	return errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited)
+}
+
+// IsRetryable reports whether err is a failure worth retrying: a push
+// error of a retryable class, or an error that is no push error at all (a
+// context deadline, say). It is false for nil.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Retryable()
+	}
+	return true
+}
+
+// IsRecipientGone reports whether err says the recipient no longer exists.
+func IsRecipientGone(err error) bool { return errors.Is(err, ErrUnregistered) }
+
+// MaskToken shortens a token for logs and errors: its first and last four
+// characters and its length. Short tokens are fully masked.
+func MaskToken(tok string) string {
+	if len(tok) < 16 {
+		return fmt.Sprintf("***(%d)", len(tok))
+	}
+	return fmt.Sprintf("%s…%s(%d)", tok[:4], tok[len(tok)-4:], len(tok))
+}
+
+// ParseRetryAfter reads a Retry-After header value: delay-seconds or an
+// HTTP-date (RFC 9110 §10.2.3), relative to now. It returns 0 for an empty,
+// malformed or past value.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(365*24*3600))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d.Round(time.Second)
+		}
+	}
+	return 0
+}
