@@ -189,6 +189,28 @@ func CollapseKeyFor(m *Message) string {
 	return ""
 }
 
+// TopicFor turns a collapse key into a Web Push Topic (at most 32
+// characters of the base64url alphabet, RFC 8030 §5.4): the key itself when
+// it qualifies, else its CollapseID.
+func TopicFor(collapse string) string {
+	if collapse == "" {
+		return ""
+	}
+	if len(collapse) <= 32 {
+		ok := true
+		for _, r := range collapse {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return collapse
+		}
+	}
+	return CollapseID(collapse)
+}
+
 // ExpiryAt returns when n stops mattering, from Expiry or now+TTL; zero
 // when neither is set.
 func (n *Notification) ExpiryAt(now time.Time) time.Time {
