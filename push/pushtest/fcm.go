@@ -268,5 +268,5 @@ func (s *FCMServer) judge(r *http.Request, req *FCMRequest, raw []byte) (status 
 // RegistrationToken returns a well-formed FCM registration token derived
 // from name, for tests.
 func RegistrationToken(name string) string {
-	return "fcm-" + DeviceToken(name) + ":APA91b" + DeviceToken(name+"/2")[:40]
+	return "fcm-" + DeviceToken(name) + ":APA91b" + DeviceToken(name + "/2")[:40]
 }
