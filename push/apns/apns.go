@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +96,10 @@ type Client struct {
 	tok     *token.Token // nil with certificate auth
 	refresh sync.Mutex
 	lastRef time.Time
+	// renewAt (unix seconds) and current mirror tok, so the send path reads
+	// them without taking the token's lock.
+	renewAt atomic.Int64
+	current atomic.Pointer[string]
 }
 
 var _ push.Sender = (*Client)(nil)
@@ -181,18 +185,28 @@ func New(cfg *Config) (*Client, error) {
 // ensureToken makes the JWT if it is missing or near Apple's limit, with
 // the error apns2's GenerateIfExpired would drop.
 func (c *Client) ensureToken() error {
-	if c.tok == nil {
+	if c.tok == nil || time.Now().Unix() < c.renewAt.Load() {
 		return nil
 	}
 	c.tok.Lock()
 	defer c.tok.Unlock()
 	if !c.tok.Expired() {
+		c.mirror()
 		return nil
 	}
 	if _, err := c.tok.Generate(); err != nil {
 		return &push.Error{Provider: push.APNs, Kind: push.ErrAuth, Reason: "cannot sign provider token", Err: err}
 	}
+	c.mirror()
 	return nil
+}
+
+// mirror copies the token's state for the lock-free send path; c.tok must
+// be locked. It renews a minute before apns2 would.
+func (c *Client) mirror() {
+	b := c.tok.Bearer
+	c.current.Store(&b)
+	c.renewAt.Store(c.tok.IssuedAt + token.TokenTimeout - 60)
 }
 
 // forceRefresh renews the JWT after ExpiredProviderToken, unless bearer
@@ -201,10 +215,7 @@ func (c *Client) ensureToken() error {
 func (c *Client) forceRefresh(bearer string) bool {
 	c.refresh.Lock()
 	defer c.refresh.Unlock()
-	c.tok.Lock()
-	current := c.tok.Bearer
-	c.tok.Unlock()
-	if current != bearer {
+	if *c.current.Load() != bearer {
 		return true // renewed meanwhile
 	}
 	now := c.cfg.Now()
@@ -215,6 +226,7 @@ func (c *Client) forceRefresh(bearer string) bool {
 	c.tok.Lock()
 	defer c.tok.Unlock()
 	_, err := c.tok.Generate()
+	c.mirror()
 	return err == nil
 }
 
@@ -222,9 +234,7 @@ func (c *Client) bearer() string {
 	if c.tok == nil {
 		return ""
 	}
-	c.tok.Lock()
-	defer c.tok.Unlock()
-	return c.tok.Bearer
+	return *c.current.Load()
 }
 
 // Send implements push.Sender.
@@ -432,8 +442,11 @@ func ValidToken(tok string) error {
 	case len(tok) < 64 || len(tok) > 200 || len(tok)%2 != 0:
 		return fmt.Errorf("device token of %d characters (want 64 to 200 hex digits)", len(tok))
 	}
-	if _, err := hex.DecodeString(tok); err != nil {
-		return errors.New("device token is not hexadecimal")
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return errors.New("device token is not hexadecimal")
+		}
 	}
 	return nil
 }
@@ -442,66 +455,91 @@ func ValidToken(tok string) error {
 //
 //	{"aps":{"alert":{"title":…,"subtitle":…,"body":…},"badge":1,"sound":"default",
 //	 "category":…,"thread-id":…,"mutable-content":1,"content-available":1,
-//	 "interruption-level":…},"url":…,"image":…, <Data>, <APNsOverride.Custom>}
+//	 "interruption-level":…}, <Data>, "url":…, "image":…, <APNsOverride.Custom>}
+//
+// Keys beside "aps" come in sorted order.
 func Payload(n *push.Notification) ([]byte, error) {
-	aps := map[string]any{}
-	if !n.Silent {
-		alert := map[string]string{}
-		for k, v := range map[string]string{"title": n.Title, "subtitle": n.Subtitle, "body": n.Body} {
-			if v != "" {
-				alert[k] = v
-			}
-		}
-		if len(alert) > 0 {
-			aps["alert"] = alert
-		}
-		if n.Sound != "" {
-			aps["sound"] = n.Sound
-		}
+	a := apsJSON{Badge: n.Badge, Category: n.Category, ThreadID: n.ThreadID, InterruptionLevel: string(n.InterruptionLevel)}
+	if n.Silent {
+		a.ContentAvailable = 1
 	} else {
-		aps["content-available"] = 1
-	}
-	if n.Badge != nil {
-		aps["badge"] = *n.Badge
-	}
-	if n.Category != "" {
-		aps["category"] = n.Category
-	}
-	if n.ThreadID != "" {
-		aps["thread-id"] = n.ThreadID
+		if n.Title != "" || n.Subtitle != "" || n.Body != "" {
+			a.Alert = &alertJSON{Title: n.Title, Subtitle: n.Subtitle, Body: n.Body}
+		}
+		a.Sound = n.Sound
 	}
 	if n.MutableContent || n.ImageURL != "" {
-		aps["mutable-content"] = 1
+		a.MutableContent = 1
 	}
-	if n.InterruptionLevel != "" {
-		aps["interruption-level"] = string(n.InterruptionLevel)
-	}
-	root := map[string]any{}
-	for k, v := range n.Data {
-		root[k] = v
-	}
-	if n.URL != "" {
-		root["url"] = n.URL
-	}
-	if n.ImageURL != "" {
-		root["image"] = n.ImageURL
-	}
-	if n.APNs != nil {
-		for k, v := range n.APNs.Custom {
-			if k == "aps" {
-				return nil, errors.New(`APNsOverride.Custom may not set "aps"`)
-			}
-			root[k] = v
-		}
-	}
-	root["aps"] = aps
 	var buf bytes.Buffer
+	buf.Grow(256)
+	buf.WriteString(`{"aps":`)
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(root); err != nil {
+	if err := enc.Encode(&a); err != nil {
 		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	buf.Truncate(buf.Len() - 1) // Encode's newline
+	extra := len(n.Data)
+	if n.APNs != nil {
+		extra += len(n.APNs.Custom)
+	}
+	if extra > 0 || n.URL != "" || n.ImageURL != "" {
+		root := make(map[string]any, extra+2)
+		for k, v := range n.Data {
+			root[k] = v
+		}
+		if n.URL != "" {
+			root["url"] = n.URL
+		}
+		if n.ImageURL != "" {
+			root["image"] = n.ImageURL
+		}
+		if n.APNs != nil {
+			for k, v := range n.APNs.Custom {
+				root[k] = v
+			}
+		}
+		if _, ok := root["aps"]; ok {
+			return nil, errors.New(`Data and APNsOverride.Custom may not set "aps"`)
+		}
+		keys := make([]string, 0, len(root))
+		for k := range root {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			buf.WriteByte(',')
+			if err := enc.Encode(k); err != nil {
+				return nil, err
+			}
+			buf.Truncate(buf.Len() - 1)
+			buf.WriteByte(':')
+			if err := enc.Encode(root[k]); err != nil {
+				return nil, err
+			}
+			buf.Truncate(buf.Len() - 1)
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+type apsJSON struct {
+	Alert             *alertJSON `json:"alert,omitempty"`
+	Badge             *int       `json:"badge,omitempty"`
+	Sound             string     `json:"sound,omitempty"`
+	Category          string     `json:"category,omitempty"`
+	ThreadID          string     `json:"thread-id,omitempty"`
+	ContentAvailable  int        `json:"content-available,omitempty"`
+	MutableContent    int        `json:"mutable-content,omitempty"`
+	InterruptionLevel string     `json:"interruption-level,omitempty"`
+}
+
+type alertJSON struct {
+	Title    string `json:"title,omitempty"`
+	Subtitle string `json:"subtitle,omitempty"`
+	Body     string `json:"body,omitempty"`
 }
 
 // PublicKey returns the public half of a .p8 key, for a fake APNs that

@@ -3,6 +3,7 @@ package apns_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,10 +22,7 @@ import (
 	"github.com/heraldhq/herald/secret"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const topic = "com.example.app"
 
@@ -337,6 +335,7 @@ func TestSecretsAndTokensStayOutOfErrorsAndLogs(t *testing.T) {
 	// A network failure: the URL holds the token.
 	broken, err := apns.New(&apns.Config{Topic: topic, Host: "https://127.0.0.1:1", AuthKey: p8, KeyID: "k", TeamID: "t"})
 	require.NoError(t, err)
+	defer broken.CloseIdleConnections()
 	_, err = broken.Send(ctx, &push.Message{Token: tok, Notification: push.Notification{Body: "x"}})
 	require.ErrorIs(t, err, push.ErrUnavailable)
 	errs = append(errs, err.Error())
@@ -358,4 +357,36 @@ func TestNetworkFailureIsRetryable(t *testing.T) {
 	_, err := c.Send(ctx, msg("slow"))
 	require.ErrorIs(t, err, push.ErrUnavailable)
 	require.True(t, push.IsRetryable(err))
+}
+
+func TestPayloadJSON(t *testing.T) {
+	t.Parallel()
+	zero := 0
+	b, err := apns.Payload(&push.Notification{Title: "T", Body: "<b>", Badge: &zero, Sound: "default",
+		Data: map[string]string{"z": "1", "a": "2"}, URL: "https://x/?a=1&b=2",
+		APNs: &push.APNsOverride{Custom: map[string]any{"n": 3}}})
+	require.NoError(t, err)
+	require.Equal(t, `{"aps":{"alert":{"title":"T","body":"<b>"},"badge":0,"sound":"default"},"a":"2","n":3,"url":"https://x/?a=1&b=2","z":"1"}`, string(b))
+	b, err = apns.Payload(&push.Notification{Silent: true})
+	require.NoError(t, err)
+	require.Equal(t, `{"aps":{"content-available":1}}`, string(b))
+	_, err = apns.Payload(&push.Notification{Data: map[string]string{"aps": "x"}})
+	require.Error(t, err)
+}
+
+func FuzzPayload(f *testing.F) {
+	f.Add("title", "body", "key", "value")
+	f.Fuzz(func(t *testing.T, title, body, k, v string) {
+		b, err := apns.Payload(&push.Notification{Title: title, Body: body, Data: map[string]string{k: v}})
+		if err != nil {
+			return // only a Data key "aps" is refused
+		}
+		var got map[string]any
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("invalid JSON %q: %v", b, err)
+		}
+		if _, ok := got["aps"].(map[string]any); !ok {
+			t.Fatalf("no aps in %q", b)
+		}
+	})
 }
