@@ -501,7 +501,7 @@ func Payload(n *push.Notification) ([]byte, error) {
 			}
 		}
 		if _, ok := root["aps"]; ok {
-			return nil, errors.New(`Data and APNsOverride.Custom may not set "aps"`)
+			return nil, errors.New(`the "aps" key is reserved (set by Data or APNsOverride.Custom)`)
 		}
 		keys := make([]string, 0, len(root))
 		for k := range root {
