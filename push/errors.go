@@ -3,10 +3,10 @@ package push
 import (
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/redact"
 )
 
 // The classes of failure, checked with errors.Is. Each provider client maps
@@ -121,31 +121,9 @@ func IsRecipientGone(err error) bool { return errors.Is(err, ErrUnregistered) }
 
 // MaskToken shortens a token for logs and errors: its first and last four
 // characters and its length. Short tokens are fully masked.
-func MaskToken(tok string) string {
-	if len(tok) < 16 {
-		return fmt.Sprintf("***(%d)", len(tok))
-	}
-	return fmt.Sprintf("%s…%s(%d)", tok[:4], tok[len(tok)-4:], len(tok))
-}
+func MaskToken(tok string) string { return redact.Token(tok) }
 
 // ParseRetryAfter reads a Retry-After header value: delay-seconds or an
 // HTTP-date (RFC 9110 §10.2.3), relative to now. It returns 0 for an empty,
 // malformed or past value.
-func ParseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(365*24*3600))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d.Round(time.Second)
-		}
-	}
-	return 0
-}
+func ParseRetryAfter(v string, now time.Time) time.Duration { return redact.RetryAfter(v, now) }

@@ -1,0 +1,392 @@
+// Package smtp sends email over SMTP with github.com/wneessen/go-mail:
+// STARTTLS (required by default) or implicit TLS, authentication, a small
+// pool of connections reused across messages, timeouts, and every reply
+// code classified into the error classes of package email.
+package smtp
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wneessen/go-mail"
+
+	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/internal/redact"
+	"github.com/heraldhq/herald/secret"
+)
+
+// TLSMode is how the connection is secured.
+type TLSMode int
+
+// TLS modes.
+const (
+	// StartTLS upgrades a plain connection and refuses a server that cannot
+	// (the default).
+	StartTLS TLSMode = iota
+	// ImplicitTLS speaks TLS from the first byte (port 465).
+	ImplicitTLS
+	// NoTLS sends in the clear: for a relay on loopback or a test server
+	// only. Credentials are then refused unless the host is loopback.
+	NoTLS
+)
+
+// Config configures a Sender.
+type Config struct {
+	Host string
+	// Port defaults to 587 (465 with ImplicitTLS).
+	Port      int
+	TLS       TLSMode
+	TLSConfig *tls.Config
+	// Username and Password enable SMTP AUTH (PLAIN, or LOGIN with
+	// AuthLogin).
+	Username  string
+	Password  secret.Value
+	AuthLogin bool
+	// HELO is the name the client gives. Default "localhost".
+	HELO string
+	// Timeout bounds each connection's dial and commands. Default 30s.
+	Timeout time.Duration
+	// PoolSize is how many connections to keep open and reuse. Default 2.
+	PoolSize int
+	// MaxPerConnection closes a connection after that many messages.
+	// Default 100.
+	MaxPerConnection int
+	// IdleTimeout closes a connection idle for that long. Default 30s.
+	IdleTimeout time.Duration
+	// MaxSize caps a message (see email.Options). Default email.DefaultMaxSize.
+	MaxSize int
+	// OnGone is called when the server says the (single) recipient does not exist.
+	OnGone email.GoneFunc
+	// Logger receives operational messages; addresses are masked. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Sender sends email over SMTP. It is safe for concurrent use.
+type Sender struct {
+	cfg   Config
+	slots chan struct{}
+	mu    sync.Mutex
+	idle  []*conn
+	dials int // connections opened, for tests and metrics
+}
+
+type conn struct {
+	c        *mail.Client
+	sent     int
+	lastUsed time.Time
+}
+
+var _ email.Sender = (*Sender)(nil)
+
+// New returns a sender. It does not connect until the first Send.
+func New(cfg *Config) (*Sender, error) {
+	if cfg == nil || cfg.Host == "" {
+		return nil, errors.New("smtp: Config.Host is required")
+	}
+	s := &Sender{cfg: *cfg}
+	c := &s.cfg
+	if c.Port == 0 {
+		c.Port = 587
+		if c.TLS == ImplicitTLS {
+			c.Port = 465
+		}
+	}
+	c.HELO = cmp.Or(c.HELO, "localhost")
+	c.Timeout = cmp.Or(c.Timeout, 30*time.Second)
+	c.PoolSize = cmp.Or(c.PoolSize, 2)
+	c.MaxPerConnection = cmp.Or(c.MaxPerConnection, 100)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.PoolSize < 0 || c.Timeout < 0 || c.MaxPerConnection < 0 {
+		return nil, errors.New("smtp: Config: PoolSize, Timeout and MaxPerConnection must not be negative")
+	}
+	if c.TLS == NoTLS && c.Username != "" && !isLoopback(c.Host) {
+		return nil, errors.New("smtp: Config: refusing to send credentials without TLS to a host that is not loopback")
+	}
+	s.slots = make(chan struct{}, c.PoolSize)
+	return s, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Sender) newClient() (*mail.Client, error) {
+	c := &s.cfg
+	opts := []mail.Option{
+		mail.WithPort(c.Port),
+		mail.WithTimeout(c.Timeout),
+		mail.WithHELO(c.HELO),
+	}
+	switch c.TLS {
+	case StartTLS:
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
+	case ImplicitTLS:
+		opts = append(opts, mail.WithSSL())
+	case NoTLS:
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
+	}
+	tlsCfg := &tls.Config{ServerName: c.Host, MinVersion: tls.VersionTLS12}
+	if c.TLSConfig != nil {
+		tlsCfg = c.TLSConfig.Clone()
+		if tlsCfg.ServerName == "" {
+			tlsCfg.ServerName = c.Host
+		}
+	}
+	opts = append(opts, mail.WithTLSConfig(tlsCfg))
+	if c.Username != "" {
+		auth := mail.SMTPAuthPlain
+		if c.AuthLogin {
+			auth = mail.SMTPAuthLogin
+		}
+		opts = append(opts, mail.WithSMTPAuth(auth), mail.WithUsername(c.Username), mail.WithPassword(c.Password.Reveal()))
+	}
+	return mail.NewClient(c.Host, opts...)
+}
+
+// get returns an idle connection or dials a new one; the caller holds a slot.
+func (s *Sender) get(ctx context.Context) (*conn, error) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	for len(s.idle) > 0 {
+		cn := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if now.Sub(cn.lastUsed) < s.cfg.IdleTimeout {
+			s.mu.Unlock()
+			return cn, nil
+		}
+		_ = cn.c.Close()
+	}
+	s.dials++
+	s.mu.Unlock()
+	mc, err := s.newClient()
+	if err != nil {
+		return nil, &email.Error{Kind: email.ErrInvalidMessage, Reason: "client configuration", Err: err}
+	}
+	if err := mc.DialWithContext(ctx); err != nil {
+		return nil, dialError(err)
+	}
+	return &conn{c: mc, lastUsed: now}, nil
+}
+
+func (s *Sender) put(cn *conn, healthy bool) {
+	if !healthy || cn.sent >= s.cfg.MaxPerConnection {
+		_ = cn.c.Close()
+		return
+	}
+	cn.lastUsed = s.cfg.Now()
+	s.mu.Lock()
+	s.idle = append(s.idle, cn)
+	s.mu.Unlock()
+}
+
+// Dials returns how many connections the sender has opened.
+func (s *Sender) Dials() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dials
+}
+
+// Close closes the idle connections.
+func (s *Sender) Close() error {
+	s.mu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, cn := range idle {
+		errs = append(errs, cn.c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Send implements email.Sender: it validates m, then sends it over a
+// pooled connection. The Message-ID is derived from m.IdempotencyKey when set.
+func (s *Sender) Send(ctx context.Context, m *email.Message) (email.Receipt, error) {
+	_, rcpts, err := email.Validate(m, &email.Options{MaxSize: s.cfg.MaxSize})
+	if err != nil {
+		return email.Receipt{}, err
+	}
+	msg, id, err := s.build(m)
+	if err != nil {
+		return email.Receipt{}, &email.Error{Kind: email.ErrInvalidMessage, Reason: "building the message failed", Err: err}
+	}
+	masked := make([]string, len(rcpts))
+	for i, r := range rcpts {
+		masked[i] = redact.Email(r.Address)
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return email.Receipt{}, &email.Error{Kind: email.ErrUnavailable, Recipients: masked, Err: ctx.Err()}
+	}
+	defer func() { <-s.slots }()
+
+	for attempt := 0; ; attempt++ {
+		cn, err := s.get(ctx)
+		if err != nil {
+			err.(*email.Error).Recipients = masked
+			return email.Receipt{}, err
+		}
+		err = cn.c.Send(msg)
+		cn.sent++
+		if err == nil {
+			s.put(cn, true)
+			return email.Receipt{MessageID: id, At: s.cfg.Now()}, nil
+		}
+		var se *mail.SendError
+		if errors.As(err, &se) && se.Reason == mail.ErrConnCheck && attempt == 0 {
+			// The pooled connection died while idle; nothing was sent on it.
+			s.put(cn, false)
+			continue
+		}
+		e := sendError(err)
+		e.Recipients = masked
+		// After a refused command the connection is still usable: RSET it.
+		s.put(cn, e.Code != 0 && cn.c.Reset() == nil)
+		if errors.Is(e, email.ErrRecipientGone) && s.cfg.OnGone != nil && len(rcpts) == 1 {
+			s.cfg.OnGone(ctx, email.Gone{Address: rcpts[0].Address, Code: e.Code, Reason: e.Reason})
+		}
+		s.cfg.Logger.Debug("smtp: refused", "code", e.Code, "enhanced", e.EnhancedCode, "to", strings.Join(masked, ","))
+		return email.Receipt{}, e
+	}
+}
+
+// sendError classifies a go-mail send error without its text, which
+// quotes the recipients.
+func sendError(err error) *email.Error {
+	var se *mail.SendError
+	if errors.As(err, &se) {
+		code, enh := se.ErrorCode(), se.EnhancedStatusCode()
+		if code == 0 {
+			return &email.Error{Kind: email.ErrUnavailable, Reason: se.Reason.String()}
+		}
+		return &email.Error{Kind: email.Classify(code, enh), Code: code, EnhancedCode: enh, Reason: se.Reason.String()}
+	}
+	return &email.Error{Kind: email.ErrUnavailable, Err: err}
+}
+
+// dialError classifies a failure to connect, greet, secure or
+// authenticate: AUTH and greeting replies are textproto errors.
+func dialError(err error) *email.Error {
+	var tpe *textproto.Error
+	if errors.As(err, &tpe) {
+		return &email.Error{Kind: email.Classify(tpe.Code, ""), Code: tpe.Code, Reason: redact.Emails(firstLine(tpe.Msg))}
+	}
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return &email.Error{Kind: email.ErrAuth, Reason: "server certificate not trusted", Err: err}
+	}
+	if strings.Contains(err.Error(), "STARTTLS") {
+		return &email.Error{Kind: email.ErrAuth, Reason: "server does not offer STARTTLS and TLS is required", Err: err}
+	}
+	return &email.Error{Kind: email.ErrUnavailable, Err: err}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func (s *Sender) build(m *email.Message) (*mail.Msg, string, error) {
+	msg := mail.NewMsg()
+	if err := msg.From(m.From); err != nil {
+		return nil, "", err
+	}
+	for _, set := range []struct {
+		fn    func(...string) error
+		addrs []string
+	}{{msg.To, m.To}, {msg.Cc, m.Cc}, {msg.Bcc, m.Bcc}} {
+		if len(set.addrs) > 0 {
+			if err := set.fn(set.addrs...); err != nil {
+				return nil, "", err
+			}
+		}
+	}
+	if m.ReplyTo != "" {
+		if err := msg.ReplyTo(m.ReplyTo); err != nil {
+			return nil, "", err
+		}
+	}
+	msg.Subject(m.Subject)
+	id := ""
+	if m.IdempotencyKey != "" {
+		sum := sha256.Sum256([]byte(m.IdempotencyKey))
+		domain := "herald.local"
+		if at := strings.LastIndexByte(m.From, '@'); at >= 0 {
+			domain = strings.TrimRight(m.From[at+1:], ">")
+		}
+		id = hex.EncodeToString(sum[:16]) + "@" + domain
+		msg.SetMessageIDWithValue(id)
+	} else {
+		msg.SetMessageID()
+		id = strings.Trim(msg.GetMessageID(), "<>")
+	}
+	msg.SetDate()
+	switch {
+	case m.Text != "" && m.HTML != "":
+		msg.SetBodyString(mail.TypeTextPlain, m.Text)
+		msg.AddAlternativeString(mail.TypeTextHTML, m.HTML)
+	case m.HTML != "":
+		msg.SetBodyString(mail.TypeTextHTML, m.HTML)
+	default:
+		msg.SetBodyString(mail.TypeTextPlain, m.Text)
+	}
+	for k, v := range m.Headers {
+		msg.SetGenHeader(mail.Header(k), v)
+	}
+	if len(m.Tags) > 0 {
+		msg.SetGenHeader("X-Herald-Tags", strings.Join(m.Tags, ","))
+	}
+	if len(m.ListUnsubscribe) > 0 {
+		parts := make([]string, len(m.ListUnsubscribe))
+		for i, u := range m.ListUnsubscribe {
+			parts[i] = "<" + u + ">"
+		}
+		msg.SetGenHeader("List-Unsubscribe", strings.Join(parts, ", "))
+		if m.OneClickUnsubscribe {
+			msg.SetGenHeader("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+		}
+	}
+	for _, a := range m.Attachments {
+		ct := cmp.Or(a.ContentType, "application/octet-stream")
+		opts := []mail.FileOption{mail.WithFileContentType(mail.ContentType(ct))}
+		if a.Inline {
+			if a.ContentID != "" {
+				opts = append(opts, mail.WithFileContentID(a.ContentID))
+			}
+			if err := msg.EmbedReader(a.Filename, strings.NewReader(string(a.Data)), opts...); err != nil {
+				return nil, "", err
+			}
+			continue
+		}
+		if err := msg.AttachReader(a.Filename, strings.NewReader(string(a.Data)), opts...); err != nil {
+			return nil, "", fmt.Errorf("attachment: %w", err)
+		}
+	}
+	return msg, id, nil
+}
