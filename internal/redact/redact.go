@@ -67,3 +67,11 @@ func RetryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
+
+var phoneRE = regexp.MustCompile(`\+?[0-9][0-9 ().\-]{6,}[0-9]`)
+
+// PhoneNumbers masks every phone-number-like run of digits in free text,
+// such as a provider's error message.
+func PhoneNumbers(s string) string {
+	return phoneRE.ReplaceAllStringFunc(s, func(n string) string { return Phone(n) })
+}
