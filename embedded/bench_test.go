@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/internal/bench"
 	"github.com/heraldhq/herald/retry"
@@ -92,4 +93,15 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.ReportMetric(float64(jobs*b.N)/total.Seconds(), "jobs/s")
 		})
 	}
+}
+
+func BenchmarkReserveCommit(b *testing.B) {
+	bench.ReserveCommit(b, func(b *testing.B) capping.Store {
+		db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = db.Close() })
+		return db.Capping()
+	})
 }

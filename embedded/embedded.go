@@ -36,6 +36,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/retry"
 )
 
@@ -48,6 +49,10 @@ var (
 	// afresh, or restore it from a backup.
 	ErrCorrupt = errors.New("embedded: store file is corrupt or not a herald store")
 )
+
+// errStoreClosed is what a closed store answers; it is both retry's and
+// capping's ErrClosed.
+var errStoreClosed = fmt.Errorf("embedded: store closed: %w, %w", retry.ErrClosed, capping.ErrClosed)
 
 // applicationID marks SQLite files made by herald ("HRLD").
 const applicationID = 0x48524c44
@@ -85,6 +90,7 @@ type DB struct {
 	done   chan struct{} // closed when the writer goroutine exits
 
 	retry     *retryStore
+	capping   *cappingStore
 	recovered int
 
 	commits, writes atomic.Uint64
@@ -206,6 +212,9 @@ func (db *DB) open() error {
 	if db.retry, err = newRetryStore(ctx, db); err != nil {
 		return db.classify(err)
 	}
+	if db.capping, err = newCappingStore(ctx, db); err != nil {
+		return db.classify(err)
+	}
 	return nil
 }
 
@@ -245,6 +254,23 @@ CREATE INDEX retry_keys_created ON retry_keys (created_at);
 CREATE TABLE retry_lanes (
 	lane   TEXT    PRIMARY KEY,
 	paused INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
+	// 2: capping counters.
+	`
+CREATE TABLE capping_slots (
+	key     TEXT    NOT NULL,
+	id      TEXT    NOT NULL,
+	at      INTEGER NOT NULL,
+	pending INTEGER NOT NULL,
+	PRIMARY KEY (key, id)
+) WITHOUT ROWID;
+CREATE INDEX capping_slots_at ON capping_slots (key, at);
+CREATE TABLE capping_reservations (
+	id          TEXT    PRIMARY KEY,
+	at          INTEGER NOT NULL,
+	lease_until INTEGER NOT NULL,
+	keys        TEXT    NOT NULL
 ) WITHOUT ROWID;
 `,
 }
@@ -289,6 +315,9 @@ func (db *DB) classify(err error) error {
 // Retry returns the retry queue's store in this file.
 func (db *DB) Retry() retry.Store { return db.retry }
 
+// Capping returns the capping counters' store in this file.
+func (db *DB) Capping() capping.Store { return db.capping }
+
 // Recovered returns how many jobs Open found running, left by a process
 // that stopped without finishing them, and handed back.
 func (db *DB) Recovered() int { return db.recovered }
@@ -315,6 +344,9 @@ func (db *DB) closeHandles() error {
 	var errs []error
 	if db.retry != nil {
 		db.retry.closeStmts()
+	}
+	if db.capping != nil {
+		db.capping.closeStmts()
 	}
 	for _, st := range []*sql.Stmt{db.begin, db.commitStmt} {
 		if st != nil {
@@ -362,7 +394,7 @@ func (db *DB) write(ctx context.Context, fn func(ctx context.Context, c *sql.Con
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
-		return retry.ErrClosed
+		return errStoreClosed
 	}
 	db.ops <- o
 	db.mu.RUnlock()

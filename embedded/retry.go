@@ -143,7 +143,7 @@ func scanJob(r scanner) (*retry.Job, error) {
 
 func (s *retryStore) read(ctx context.Context) error {
 	if s.db.isClosed() {
-		return retry.ErrClosed
+		return errStoreClosed
 	}
 	return ctx.Err()
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -24,15 +27,21 @@ func openDB(t *testing.T, path string) *embedded.DB {
 func TestRetryConformance(t *testing.T) {
 	t.Parallel()
 	paths := map[retry.Store]string{}
+	var mu sync.Mutex
 	storetest.Run(t, func(t *testing.T) retry.Store {
 		path := filepath.Join(t.TempDir(), "herald.db")
 		s := openDB(t, path).Retry()
+		mu.Lock()
 		paths[s] = path
+		mu.Unlock()
 		return s
 	}, &storetest.Options{
 		Reopen: func(t *testing.T, s retry.Store) retry.Store {
+			mu.Lock()
+			path := paths[s]
+			mu.Unlock()
 			require.NoError(t, s.Close())
-			return openDB(t, paths[s]).Retry()
+			return openDB(t, path).Retry()
 		},
 	})
 }
@@ -131,4 +140,26 @@ func TestConcurrentEnqueuesShareCommits(t *testing.T) {
 	// Without group commit every enqueue is its own commit (and fsync).
 	require.Less(t, st.Commits, st.Writes/2, "group commit must share commits between producers: %+v", st)
 	t.Logf("%d enqueues in %d commits", st.Writes, st.Commits)
+}
+
+func TestCappingConformance(t *testing.T) {
+	t.Parallel()
+	paths := map[capping.Store]string{}
+	var mu sync.Mutex
+	cappingtest.Run(t, func(t *testing.T) capping.Store {
+		path := filepath.Join(t.TempDir(), "herald.db")
+		s := openDB(t, path).Capping()
+		mu.Lock()
+		paths[s] = path
+		mu.Unlock()
+		return s
+	}, &cappingtest.Options{
+		Reopen: func(t *testing.T, s capping.Store) capping.Store {
+			mu.Lock()
+			path := paths[s]
+			mu.Unlock()
+			require.NoError(t, s.Close())
+			return openDB(t, path).Capping()
+		},
+	})
 }
