@@ -1,0 +1,109 @@
+// Package tracking is herald's delivery journal: events of every message
+// (accepted, sent, delivered, opened, ...) go through a durable Outbox that
+// forwards them to sinks (slog, a SQL table, a signed webhook,
+// OpenTelemetry metrics) with retry, so a sink that is down gets every
+// event later and recording never blocks a send. When the outbox itself
+// cannot record, the window is stored as a Gap, and Stats reports every
+// rate whose inputs overlap a gap as incomplete: rates are never silently
+// wrong. IngestHandler takes engagement events from apps and browsers,
+// deduplicated by the client's event ID.
+package tracking
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Type is what happened to a message.
+type Type string
+
+// Delivery types, recorded by the sending side.
+const (
+	Accepted      Type = "accepted"       // the host's call was accepted and the message is durable
+	Queued        Type = "queued"         // enqueued for a worker (or re-queued for a retry)
+	Capped        Type = "capped"         // refused by frequency capping
+	Deferred      Type = "deferred"       // postponed (quiet hours, full window, capping store down)
+	Sent          Type = "sent"           // the provider accepted it
+	Delivered     Type = "delivered"      // the provider reports it reached the device or mailbox
+	Failed        Type = "failed"         // one attempt failed; it may be retried
+	Expired       Type = "expired"        // its deliver-by time passed before it could be sent; never sent
+	Dropped       Type = "dropped"        // discarded on purpose (invalid, suppressed recipient)
+	RecipientGone Type = "recipient_gone" // the provider says the token, address or number is gone
+	Dead          Type = "dead"           // gave up after permanent errors or all attempts
+)
+
+// Engagement types, reported by apps, browsers and providers.
+const (
+	Opened       Type = "opened"       // the user opened the notification or email
+	Clicked      Type = "clicked"      // the user followed a link or action
+	Converted    Type = "converted"    // the user completed the goal the message was for
+	Bounced      Type = "bounced"      // the email bounced after acceptance
+	Complained   Type = "complained"   // the user marked the email as spam
+	Unsubscribed Type = "unsubscribed" // the user opted out from this kind of message
+)
+
+var delivery = map[Type]bool{Accepted: true, Queued: true, Capped: true, Deferred: true, Sent: true, Delivered: true,
+	Failed: true, Expired: true, Dropped: true, RecipientGone: true, Dead: true}
+
+var engagement = map[Type]bool{Opened: true, Clicked: true, Converted: true, Bounced: true, Complained: true, Unsubscribed: true}
+
+// IsEngagement reports whether t is an engagement type.
+func (t Type) IsEngagement() bool { return engagement[t] }
+
+// Valid reports whether t is a known type.
+func (t Type) Valid() bool { return delivery[t] || engagement[t] }
+
+// Event is one thing that happened to one message.
+type Event struct {
+	// ID is unique per event; sinks and the journal deduplicate by it.
+	ID         string    `json:"id"`
+	MessageID  string    `json:"message_id"`
+	User       string    `json:"user,omitempty"`
+	Device     string    `json:"device,omitempty"`
+	Channel    string    `json:"channel,omitempty"`  // push, email, sms
+	Provider   string    `json:"provider,omitempty"` // apns, fcm, webpush, smtp, twilio
+	Campaign   string    `json:"campaign,omitempty"`
+	Automation string    `json:"automation,omitempty"`
+	Labels     []string  `json:"labels,omitempty"`
+	Type       Type      `json:"type"`
+	At         time.Time `json:"at"`
+	Attempt    int       `json:"attempt,omitempty"`
+	// ProviderMessageID is the provider's ID (apns-id, FCM name, Twilio SID).
+	ProviderMessageID string `json:"provider_message_id,omitempty"`
+	// ErrorClass is the failure class (unavailable, rate_limited, ...).
+	ErrorClass string `json:"error_class,omitempty"`
+}
+
+// ErrInvalidEvent is wrapped by Validate's errors.
+var ErrInvalidEvent = errors.New("tracking: invalid event")
+
+// Validate checks the fields every event needs.
+func (e *Event) Validate() error {
+	switch {
+	case e.ID == "":
+		return fmt.Errorf("%w: no id", ErrInvalidEvent)
+	case len(e.ID) > 200:
+		return fmt.Errorf("%w: id over 200 bytes", ErrInvalidEvent)
+	case e.MessageID == "":
+		return fmt.Errorf("%w: no message_id", ErrInvalidEvent)
+	case !e.Type.Valid():
+		return fmt.Errorf("%w: unknown type %q", ErrInvalidEvent, e.Type)
+	case e.At.IsZero():
+		return fmt.Errorf("%w: no time", ErrInvalidEvent)
+	}
+	return nil
+}
+
+// Gap is a window in which events may be missing.
+type Gap struct {
+	From, To time.Time
+	Reason   string
+	// Declared is true for a gap an operator declared.
+	Declared bool
+}
+
+// Overlaps reports whether g overlaps [from, to).
+func (g Gap) Overlaps(from, to time.Time) bool {
+	return g.From.Before(to) && from.Before(g.To)
+}
