@@ -3,7 +3,14 @@ package embedded_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/internal/bench"
 	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/tracking"
 )
 
 // Run with: go test -run '^$' -bench . -benchtime 3s ./embedded/
@@ -104,4 +112,107 @@ func BenchmarkReserveCommit(b *testing.B) {
 		b.Cleanup(func() { _ = db.Close() })
 		return db.Capping()
 	})
+}
+
+// BenchmarkTrack measures tracking through the durable outbox on the
+// embedded store: caller latency of Track (median, per call) and events
+// per second until the journal holds them all (Flush included).
+//
+//	go test -run '^$' -bench 'Track|Ingest' -benchtime 200000x ./embedded/
+func BenchmarkTrack(b *testing.B) {
+	for _, par := range []int{1, 16} {
+		b.Run(fmt.Sprintf("goroutines=%d", par), func(b *testing.B) {
+			db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			o, err := tracking.NewOutbox(db.Tracking(), &tracking.OutboxConfig{Buffer: b.N + 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer o.Close(context.Background())
+			at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+			var seq atomic.Int64
+			lat := make([][]time.Duration, par)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for g := range par {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := seq.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						e := tracking.Event{ID: strconv.FormatInt(i, 10), MessageID: "m" + strconv.FormatInt(i, 10), Type: tracking.Sent,
+							Channel: "push", Provider: "apns", Campaign: "spring", At: at}
+						t := time.Now()
+						if err := o.Track(context.Background(), e); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[g] = append(lat[g], time.Since(t))
+					}
+				}()
+			}
+			wg.Wait()
+			if err := o.Flush(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			elapsed := time.Since(start)
+			var all []time.Duration
+			for _, l := range lat {
+				all = append(all, l...)
+			}
+			slices.Sort(all)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(all[len(all)/2].Nanoseconds()), "p50-track-ns")
+			b.ReportMetric(float64(all[len(all)*99/100].Nanoseconds()), "p99-track-ns")
+		})
+	}
+}
+
+// BenchmarkIngest posts batches of 10 engagement events to the ingest
+// handler (in process, no network) on the embedded store.
+func BenchmarkIngest(b *testing.B) {
+	db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	o, err := tracking.NewOutbox(db.Tracking(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close(context.Background())
+	h := tracking.IngestHandler(o, &tracking.IngestConfig{MaxInFlight: 1024})
+	var seq atomic.Int64
+	b.SetParallelism(8)
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := seq.Add(1)
+			var sb strings.Builder
+			sb.WriteString(`{"events":[`)
+			for k := range 10 {
+				if k > 0 {
+					sb.WriteByte(',')
+				}
+				fmt.Fprintf(&sb, `{"id":"c%d-%d","message_id":"m%d","type":"opened","at":"2026-01-01T00:00:00Z","campaign":"spring"}`, n, k, n)
+			}
+			sb.WriteString(`]}`)
+			rr := httptest.NewRecorder()
+			h.ServeHTTP(rr, httptest.NewRequest(http.MethodPost, "/events", strings.NewReader(sb.String())))
+			if rr.Code != http.StatusAccepted {
+				b.Errorf("status %d: %s", rr.Code, rr.Body.String())
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "requests/s")
+	b.ReportMetric(10*float64(b.N)/time.Since(start).Seconds(), "events/s")
 }

@@ -1,6 +1,6 @@
 // Package embedded is herald's default store: one SQLite file, written by
-// pure Go (modernc.org/sqlite, no cgo), that holds the retry queue and is
-// meant to hold the capping counters and the tracking outbox beside it.
+// pure Go (modernc.org/sqlite, no cgo), that holds the retry queue, the
+// capping counters and the tracking journal.
 //
 //	db, err := embedded.Open("herald.db", nil)
 //	...
@@ -38,6 +38,7 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/tracking"
 )
 
 // Errors of Open, checked with errors.Is.
@@ -52,7 +53,7 @@ var (
 
 // errStoreClosed is what a closed store answers; it is both retry's and
 // capping's ErrClosed.
-var errStoreClosed = fmt.Errorf("embedded: store closed: %w, %w", retry.ErrClosed, capping.ErrClosed)
+var errStoreClosed = fmt.Errorf("embedded: store closed: %w, %w, %w", retry.ErrClosed, capping.ErrClosed, tracking.ErrClosed)
 
 // applicationID marks SQLite files made by herald ("HRLD").
 const applicationID = 0x48524c44
@@ -91,6 +92,7 @@ type DB struct {
 
 	retry     *retryStore
 	capping   *cappingStore
+	tracking  *trackingStore
 	recovered int
 
 	commits, writes atomic.Uint64
@@ -215,6 +217,9 @@ func (db *DB) open() error {
 	if db.capping, err = newCappingStore(ctx, db); err != nil {
 		return db.classify(err)
 	}
+	if db.tracking, err = newTrackingStore(ctx, db); err != nil {
+		return db.classify(err)
+	}
 	return nil
 }
 
@@ -273,6 +278,33 @@ CREATE TABLE capping_reservations (
 	keys        TEXT    NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 3: the tracking journal.
+	`
+CREATE TABLE tracking_events (
+	seq        INTEGER PRIMARY KEY,
+	id         TEXT    NOT NULL UNIQUE,
+	message_id TEXT    NOT NULL,
+	type       TEXT    NOT NULL,
+	at         INTEGER NOT NULL,
+	campaign   TEXT    NOT NULL,
+	automation TEXT    NOT NULL,
+	data       BLOB    NOT NULL
+);
+CREATE INDEX tracking_events_campaign   ON tracking_events (campaign, at) WHERE campaign <> '';
+CREATE INDEX tracking_events_automation ON tracking_events (automation, at) WHERE automation <> '';
+CREATE INDEX tracking_events_message    ON tracking_events (message_id, type);
+CREATE TABLE tracking_cursors (
+	sink TEXT    PRIMARY KEY,
+	seq  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE tracking_gaps (
+	id       INTEGER PRIMARY KEY,
+	from_at  INTEGER NOT NULL,
+	to_at    INTEGER NOT NULL,
+	reason   TEXT    NOT NULL,
+	declared INTEGER NOT NULL
+);
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {
@@ -318,6 +350,9 @@ func (db *DB) Retry() retry.Store { return db.retry }
 // Capping returns the capping counters' store in this file.
 func (db *DB) Capping() capping.Store { return db.capping }
 
+// Tracking returns the tracking journal's store in this file.
+func (db *DB) Tracking() tracking.Store { return db.tracking }
+
 // Recovered returns how many jobs Open found running, left by a process
 // that stopped without finishing them, and handed back.
 func (db *DB) Recovered() int { return db.recovered }
@@ -347,6 +382,9 @@ func (db *DB) closeHandles() error {
 	}
 	if db.capping != nil {
 		db.capping.closeStmts()
+	}
+	if db.tracking != nil {
+		db.tracking.closeStmts()
 	}
 	for _, st := range []*sql.Stmt{db.begin, db.commitStmt} {
 		if st != nil {

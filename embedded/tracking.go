@@ -1,0 +1,206 @@
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/heraldhq/herald/tracking"
+)
+
+// trackingStore is the tracking.Store of a DB.
+type trackingStore struct {
+	db  *DB
+	ins *sql.Stmt
+}
+
+var _ tracking.Store = (*trackingStore)(nil)
+
+func newTrackingStore(ctx context.Context, db *DB) (*trackingStore, error) {
+	st, err := db.w.PrepareContext(ctx, `INSERT OR IGNORE INTO tracking_events (id, message_id, type, at, campaign, automation, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("prepare tracking insert: %w", err)
+	}
+	return &trackingStore{db: db, ins: st}, nil
+}
+
+func (s *trackingStore) closeStmts() {
+	if s.ins != nil {
+		_ = s.ins.Close()
+	}
+}
+
+func (s *trackingStore) read(ctx context.Context) error {
+	if s.db.isClosed() {
+		return errStoreClosed
+	}
+	return ctx.Err()
+}
+
+// Append implements tracking.Store.
+func (s *trackingStore) Append(ctx context.Context, events []tracking.Event) (int, error) {
+	datas := make([][]byte, len(events))
+	for i := range events {
+		b, err := json.Marshal(&events[i])
+		if err != nil {
+			return 0, err
+		}
+		datas[i] = b
+	}
+	n := 0
+	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
+		n = 0
+		for i := range events {
+			e := &events[i]
+			r, err := s.ins.ExecContext(ctx, e.ID, e.MessageID, string(e.Type), e.At.UnixNano(), e.Campaign, e.Automation, datas[i])
+			if err != nil {
+				return err
+			}
+			k, err := r.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += int(k)
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Read implements tracking.Store.
+func (s *trackingStore) Read(ctx context.Context, after int64, limit int) ([]tracking.Record, error) {
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT seq, data FROM tracking_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, s.db.classify(err)
+	}
+	defer rows.Close()
+	var out []tracking.Record
+	for rows.Next() {
+		var r tracking.Record
+		var data []byte
+		if err := rows.Scan(&r.Seq, &data); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(data, &r.Event); err != nil {
+			return nil, fmt.Errorf("embedded: tracking event %d: %w", r.Seq, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (s *trackingStore) scalar(ctx context.Context, q string, args ...any) (int64, error) {
+	if err := s.read(ctx); err != nil {
+		return 0, err
+	}
+	var v sql.NullInt64
+	err := s.db.rdb.QueryRowContext(ctx, q, args...).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v.Int64, err
+}
+
+// Head implements tracking.Store.
+func (s *trackingStore) Head(ctx context.Context) (int64, error) {
+	return s.scalar(ctx, `SELECT max(seq) FROM tracking_events`)
+}
+
+// Cursor implements tracking.Store.
+func (s *trackingStore) Cursor(ctx context.Context, sink string) (int64, error) {
+	return s.scalar(ctx, `SELECT seq FROM tracking_cursors WHERE sink = ?`, sink)
+}
+
+// SetCursor implements tracking.Store.
+func (s *trackingStore) SetCursor(ctx context.Context, sink string, seq int64) error {
+	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+		_, err := c.ExecContext(ctx, `INSERT INTO tracking_cursors (sink, seq) VALUES (?, ?)
+			ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq`, sink, seq)
+		return err
+	}, nil)
+}
+
+// AddGap implements tracking.Store.
+func (s *trackingStore) AddGap(ctx context.Context, g tracking.Gap) error {
+	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+		_, err := c.ExecContext(ctx, `INSERT INTO tracking_gaps (from_at, to_at, reason, declared) VALUES (?, ?, ?, ?)`,
+			g.From.UnixNano(), g.To.UnixNano(), g.Reason, g.Declared)
+		return err
+	}, nil)
+}
+
+// Gaps implements tracking.Store.
+func (s *trackingStore) Gaps(ctx context.Context, from, to time.Time) ([]tracking.Gap, error) {
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT from_at, to_at, reason, declared FROM tracking_gaps
+		WHERE from_at < ? AND ? < to_at ORDER BY from_at`, to.UnixNano(), from.UnixNano())
+	if err != nil {
+		return nil, s.db.classify(err)
+	}
+	defer rows.Close()
+	var out []tracking.Gap
+	for rows.Next() {
+		var g tracking.Gap
+		var f, t int64
+		if err := rows.Scan(&f, &t, &g.Reason, &g.Declared); err != nil {
+			return nil, err
+		}
+		g.From, g.To = time.Unix(0, f).UTC(), time.Unix(0, t).UTC()
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// Counts implements tracking.Store.
+func (s *trackingStore) Counts(ctx context.Context, q tracking.Query) (map[tracking.Type]int, error) {
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
+	where, args := "1=1", []any{}
+	if q.Campaign != "" {
+		where += " AND campaign = ?"
+		args = append(args, q.Campaign)
+	}
+	if q.Automation != "" {
+		where += " AND automation = ?"
+		args = append(args, q.Automation)
+	}
+	args = append(args, q.From.UnixNano(), q.To.UnixNano())
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT type, count(DISTINCT message_id) FROM tracking_events
+		WHERE `+where+` AND at >= ? AND at < ? GROUP BY type`, args...)
+	if err != nil {
+		return nil, s.db.classify(err)
+	}
+	defer rows.Close()
+	out := map[tracking.Type]int{}
+	for rows.Next() {
+		var t string
+		var n int
+		if err := rows.Scan(&t, &n); err != nil {
+			return nil, err
+		}
+		out[tracking.Type(t)] = n
+	}
+	return out, rows.Err()
+}
+
+// Has implements tracking.Store.
+func (s *trackingStore) Has(ctx context.Context, messageID string, t tracking.Type) (bool, error) {
+	n, err := s.scalar(ctx, `SELECT 1 FROM tracking_events WHERE message_id = ? AND type = ? LIMIT 1`, messageID, string(t))
+	return n == 1, err
+}
+
+// Close implements tracking.Store: it closes the whole DB.
+func (s *trackingStore) Close() error { return s.db.Close() }
