@@ -72,11 +72,11 @@ func TestWebhookOutageLosesNothingAndNeverBlocksSenders(t *testing.T) {
 		body, _ := io.ReadAll(r.Body)
 		if !tracking.VerifySignature(key.Bytes(), r.Header.Get("X-Herald-Timestamp"), r.Header.Get("X-Herald-Signature"), body, time.Now(), time.Minute) {
 			badSig.Add(1)
-			http.Error(w, "bad signature", 401)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
 		if down.Load() {
-			http.Error(w, "down", 500)
+			http.Error(w, "down", http.StatusInternalServerError)
 			return
 		}
 		var b struct{ Events []tracking.Event }
@@ -86,7 +86,7 @@ func TestWebhookOutageLosesNothingAndNeverBlocksSenders(t *testing.T) {
 			received[e.ID]++
 		}
 		mu.Unlock()
-		w.WriteHeader(204)
+		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer hook.Close()
 	sink := &tracking.WebhookSink{URL: hook.URL, Secret: key}
