@@ -13,10 +13,10 @@
 //   - Late is bounded: every message has a deliver-by time; expired
 //     messages are recorded, never delivered late, and backlogs drain at a
 //     rate the providers accept.
-//   - Capping counts at the send path, not from analytics (package capping,
-//     to come).
-//   - Tracking is durable and honest: events are buffered and replayed, and
-//     windows with missing data are marked (package tracking, to come).
+//   - Capping counts at the send path, not from analytics (package capping).
+//   - Tracking is durable and honest: events are journaled and replayed to
+//     sinks that were down, and windows with missing data are recorded and
+//     reported with every rate they touch (package tracking).
 //
 // # Retry
 //
@@ -26,21 +26,47 @@
 // per-lane concurrency and rate limits, retry with backoff from
 // github.com/cenkalti/backoff/v4 (or a provider's Retry-After), dead
 // letters, expiry, pause and resume, stats with the lag of the oldest ready
-// job, and an observer of every state change. A Store interface is the seam
-// to the storage engine; retry/storetest is the conformance suite every
-// store passes, and retry/retrytest helps host apps test their handlers.
+// job, and an observer of every state change. retry/storetest is the
+// conformance suite every store passes; retry/retrytest helps host apps
+// test their handlers.
+//
+// # Push
+//
+// Package push models a notification once for every platform, with one
+// error shape: sentinels (ErrUnregistered, ErrRateLimited, ...) and a
+// *push.Error carrying status, reason and RetryAfter, which the retry queue
+// honours. push/apns (sideshow/apns2), push/fcm (firebase-admin-go) and
+// push/webpush (webpush-go, with an SSRF guard on subscription endpoints)
+// are the clients; push/pushtest has fake APNs, FCM and Web Push servers
+// that the real clients talk to.
+//
+// # Email and SMS
+//
+// Package email validates messages against header injection and sends them
+// with email/smtp (go-mail, pooled connections); email/emailtest is a real
+// SMTP server for tests. Package sms validates E.164 numbers and counts
+// segments; sms/twilio sends with twilio-go and verifies status callbacks;
+// sms/smstest fakes Twilio's API.
+//
+// # Capping
+//
+// Package capping reserves a slot in every matching rule (global, label,
+// automation; rolling or calendar windows in the user's time zone; quiet
+// hours) atomically before a send, and commits or releases it from the
+// send's result, so caps stay exact when analytics are down.
+//
+// # Tracking
+//
+// Package tracking journals events through a durable outbox whose Track
+// never blocks a send, forwards them to sinks (slog, SQL, a signed webhook,
+// OpenTelemetry) that may fail for a while, records gaps, computes
+// statistics that say when they are incomplete, and ingests engagement
+// events from apps and browsers.
 //
 // # Embedded store
 //
 // Package embedded is the default store: one SQLite file written by pure Go
-// (no cgo), crash-safe, with group commit so concurrent enqueues, claims
-// and completions share one fsync. Open it, and hand db.Retry() to
-// retry.New.
-//
-// # Still to come
-//
-// The provider clients (push: APNs, FCM, Web Push; email over SMTP; SMS over
-// Twilio) with fakes that speak the real protocols, frequency capping,
-// tracking, and PostgreSQL and Redis stores for many hosts are tracked as
-// issues; ARCHITECTURE.md describes the whole design.
+// (no cgo) holding the queue, the capping counters and the tracking
+// journal, crash-safe, with group commit so concurrent writes share one
+// fsync. PostgreSQL and Redis stores for many hosts come next.
 package herald
