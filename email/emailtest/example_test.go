@@ -4,27 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"testing"
 
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/email/emailtest"
 	"github.com/heraldhq/herald/email/smtp"
+	"github.com/heraldhq/herald/internal/exampletb"
 )
-
-// exampleTB stands in for the *testing.T a real test passes.
-type exampleTB struct {
-	testing.TB
-	cleanups []func()
-}
-
-func (*exampleTB) Helper()                      {}
-func (tb *exampleTB) Cleanup(f func())          { tb.cleanups = append(tb.cleanups, f) }
-func (*exampleTB) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
-func (tb *exampleTB) done() {
-	for i := len(tb.cleanups) - 1; i >= 0; i-- {
-		tb.cleanups[i]()
-	}
-}
 
 // sendReceipt is host-app code under test: it only knows an email.Sender.
 func sendReceipt(ctx context.Context, s email.Sender, to, order string) error {
@@ -39,8 +24,8 @@ func sendReceipt(ctx context.Context, s email.Sender, to, order string) error {
 // A host app tests its email code against a real SMTP server on loopback
 // (STARTTLS and AUTH included), then scripts a bounce.
 func ExampleNewServer() {
-	t := &exampleTB{}
-	defer t.done()
+	t := &exampletb.TB{}
+	defer t.Done()
 	srv := emailtest.NewServer(t, nil)
 	sender, _ := smtp.New(srv.Configure(&smtp.Config{}))
 	defer sender.Close()

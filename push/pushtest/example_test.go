@@ -4,28 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"testing"
 
+	"github.com/heraldhq/herald/internal/exampletb"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/apns"
 	"github.com/heraldhq/herald/push/pushtest"
 	"github.com/heraldhq/herald/push/webpush"
 )
-
-// exampleTB stands in for the *testing.T a real test passes.
-type exampleTB struct {
-	testing.TB
-	cleanups []func()
-}
-
-func (*exampleTB) Helper()                      {}
-func (tb *exampleTB) Cleanup(f func())          { tb.cleanups = append(tb.cleanups, f) }
-func (*exampleTB) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
-func (tb *exampleTB) done() {
-	for i := len(tb.cleanups) - 1; i >= 0; i-- {
-		tb.cleanups[i]()
-	}
-}
 
 // notifyShipped is host-app code under test: it only knows a push.Sender.
 func notifyShipped(ctx context.Context, s push.Sender, token, order string) error {
@@ -40,8 +25,8 @@ func notifyShipped(ctx context.Context, s push.Sender, token, order string) erro
 // A host app tests its notification code against a fake APNs that the real
 // apns client talks to over HTTP/2, then scripts APNs to say the device is gone.
 func ExampleNewAPNs() {
-	t := &exampleTB{}
-	defer t.done()
+	t := &exampletb.TB{}
+	defer t.Done()
 	srv := pushtest.NewAPNs(t, nil)
 	client, _ := apns.New(srv.Configure(&apns.Config{Topic: "com.example.shop"}))
 	defer client.CloseIdleConnections()
@@ -62,8 +47,8 @@ func ExampleNewAPNs() {
 // The Web Push fake decrypts what the real client encrypted, so a test sees
 // exactly what the browser's service worker would receive.
 func ExampleNewWebPush() {
-	t := &exampleTB{}
-	defer t.done()
+	t := &exampletb.TB{}
+	defer t.Done()
 	pub, priv, _ := webpush.GenerateVAPIDKeys()
 	srv := pushtest.NewWebPush(t)
 	client, _ := webpush.New(srv.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))

@@ -4,24 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/exampletb"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/retrytest"
 )
 
-// fakeT stands in for the *testing.T a real test passes.
-type fakeT struct{ testing.TB }
-
-func (*fakeT) Helper()               {}
-func (*fakeT) Cleanup(func())        {}
-func (*fakeT) Fatalf(string, ...any) { panic("fatal") }
-
 // retrytest gives a host app a queue with a clock it controls, so a test
 // can walk a job through its retries without waiting.
 func ExampleNewQueue() {
-	t := &fakeT{}
+	t := &exampletb.TB{}
+	defer t.Done()
 	q, clock := retrytest.NewQueue(t, nil) // attempt n backs off n seconds
 	calls := 0
 	q.HandleFunc("push", func(ctx context.Context, j *retry.Job) error {

@@ -4,27 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"testing"
 
+	"github.com/heraldhq/herald/internal/exampletb"
 	"github.com/heraldhq/herald/sms"
 	"github.com/heraldhq/herald/sms/smstest"
 	"github.com/heraldhq/herald/sms/twilio"
 )
-
-// exampleTB stands in for the *testing.T a real test passes.
-type exampleTB struct {
-	testing.TB
-	cleanups []func()
-}
-
-func (*exampleTB) Helper()                      {}
-func (tb *exampleTB) Cleanup(f func())          { tb.cleanups = append(tb.cleanups, f) }
-func (*exampleTB) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
-func (tb *exampleTB) done() {
-	for i := len(tb.cleanups) - 1; i >= 0; i-- {
-		tb.cleanups[i]()
-	}
-}
 
 // sendCode is host-app code under test: it only knows an sms.Sender.
 func sendCode(ctx context.Context, s sms.Sender, to, code string) error {
@@ -35,8 +20,8 @@ func sendCode(ctx context.Context, s sms.Sender, to, code string) error {
 // A host app tests its SMS code with the real twilio-go client pointed at
 // a fake Twilio, then scripts an opted-out recipient.
 func ExampleNewServer() {
-	t := &exampleTB{}
-	defer t.done()
+	t := &exampletb.TB{}
+	defer t.Done()
 	srv := smstest.NewServer(t)
 	client, _ := twilio.New(srv.Configure(&twilio.Config{}))
 
