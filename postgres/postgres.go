@@ -1,0 +1,134 @@
+// Package postgres runs herald's stores on PostgreSQL (github.com/jackc/pgx/v5)
+// so that workers on many hosts share one queue. This first part has the
+// retry queue's store; capping and the tracking journal follow.
+//
+//	pool, _ := pgxpool.New(ctx, "postgres://...")
+//	db, _ := postgres.New(pool, &postgres.Config{Schema: "herald"})
+//	if err := db.Migrate(ctx); err != nil { ... }
+//	q, _ := retry.New(db.Retry(), nil)
+//
+// The schema is created and upgraded by versioned migrations shipped in
+// the package (Migrate), in a schema the host names.
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/retry"
+)
+
+// Config configures a DB.
+type Config struct {
+	// Schema holds herald's tables. Default "herald".
+	Schema string
+}
+
+// DB is herald's view of a PostgreSQL database.
+type DB struct {
+	pool   *pgxpool.Pool
+	schema string
+	retry  *retryStore
+}
+
+var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// New returns a DB on the host's pool. Call Migrate before use.
+func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
+	if pool == nil {
+		return nil, errors.New("postgres: New: missing pool (pgxpool.New)")
+	}
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.Schema = cmp.Or(c.Schema, "herald")
+	if !schemaRE.MatchString(c.Schema) {
+		return nil, fmt.Errorf("postgres: Config.Schema %q must be a lower-case identifier", c.Schema)
+	}
+	db := &DB{pool: pool, schema: c.Schema}
+	db.retry = &retryStore{db: db, t: c.Schema + ".retry_jobs", keys: c.Schema + ".retry_keys", lanes: c.Schema + ".retry_lanes"}
+	return db, nil
+}
+
+// Retry returns the retry queue's store.
+func (db *DB) Retry() retry.Store { return db.retry }
+
+// migrations are applied in order; {{schema}} is replaced by the schema.
+var migrations = []string{
+	`
+CREATE TABLE {{schema}}.retry_jobs (
+	id           bigserial   PRIMARY KEY,
+	kind         text        NOT NULL,
+	lane         text        NOT NULL,
+	state        smallint    NOT NULL,
+	priority     integer     NOT NULL,
+	run_at       timestamptz NOT NULL,
+	expires_at   timestamptz,
+	max_attempts integer     NOT NULL,
+	attempt      integer     NOT NULL DEFAULT 0,
+	lease_token  bigint      NOT NULL DEFAULT 0,
+	lease_until  timestamptz,
+	idem_key     text        NOT NULL DEFAULT '',
+	last_error   text        NOT NULL DEFAULT '',
+	created_at   timestamptz NOT NULL,
+	updated_at   timestamptz NOT NULL,
+	finished_at  timestamptz,
+	payload      bytea       NOT NULL
+);
+CREATE INDEX retry_jobs_ready    ON {{schema}}.retry_jobs (lane, priority DESC, run_at, id) WHERE state = 1;
+CREATE INDEX retry_jobs_sched    ON {{schema}}.retry_jobs (lane, run_at) WHERE state = 2;
+CREATE INDEX retry_jobs_running  ON {{schema}}.retry_jobs (lease_until) WHERE state = 3;
+CREATE INDEX retry_jobs_finished ON {{schema}}.retry_jobs (finished_at) WHERE state IN (4, 6);
+CREATE TABLE {{schema}}.retry_keys (
+	key        text        PRIMARY KEY,
+	job_id     bigint      NOT NULL,
+	created_at timestamptz NOT NULL
+);
+CREATE INDEX retry_keys_created ON {{schema}}.retry_keys (created_at);
+CREATE TABLE {{schema}}.retry_lanes (
+	lane   text    PRIMARY KEY,
+	paused boolean NOT NULL
+);
+`,
+}
+
+// Migrate creates the schema or upgrades it to this version of herald. It
+// takes a transaction-scoped advisory lock, so hosts starting together
+// migrate once.
+func (db *DB) Migrate(ctx context.Context) error {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "herald-migrate:"+db.schema); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+db.schema+`;
+		CREATE TABLE IF NOT EXISTS `+db.schema+`.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	var version int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+db.schema+`.migrations`).Scan(&version); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("postgres: schema %s is at version %d, newer than this herald knows (%d): upgrade herald", db.schema, version, len(migrations))
+	}
+	for v := version; v < len(migrations); v++ {
+		if _, err := tx.Exec(ctx, strings.ReplaceAll(migrations[v], "{{schema}}", db.schema)); err != nil {
+			return fmt.Errorf("postgres: migration %d: %w", v+1, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+db.schema+`.migrations (version) VALUES ($1)`, v+1); err != nil {
+			return fmt.Errorf("postgres: migration %d: %w", v+1, err)
+		}
+	}
+	return tx.Commit(ctx)
+}

@@ -1,0 +1,396 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/retry"
+)
+
+// retryStore is retry.Store on PostgreSQL. Claims use FOR UPDATE SKIP
+// LOCKED, so workers on many hosts never take the same job; leases and
+// fencing tokens live in the rows.
+type retryStore struct {
+	db     *DB
+	t      string // jobs table
+	keys   string
+	lanes  string
+	closed atomic.Bool
+}
+
+var _ retry.Store = (*retryStore)(nil)
+
+const cols = `id, kind, lane, state, priority, run_at, expires_at, max_attempts, attempt,
+	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload`
+
+func (s *retryStore) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return retry.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// ts maps a zero time to NULL.
+func ts(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+func scanJob(r pgx.Row) (*retry.Job, error) {
+	var j retry.Job
+	var state int16
+	var expires, leaseUntil, finished *time.Time
+	if err := r.Scan(&j.ID, &j.Kind, &j.Lane, &state, &j.Priority, &j.RunAt, &expires, &j.MaxAttempts, &j.Attempt,
+		&j.LeaseToken, &leaseUntil, &j.IdempotencyKey, &j.LastError, &j.CreatedAt, &j.UpdatedAt, &finished, &j.Payload); err != nil {
+		return nil, err
+	}
+	j.State = retry.State(state)
+	if expires != nil {
+		j.ExpiresAt = *expires
+	}
+	if leaseUntil != nil {
+		j.LeaseUntil = *leaseUntil
+	}
+	if finished != nil {
+		j.FinishedAt = *finished
+	}
+	if j.Payload == nil {
+		j.Payload = []byte{}
+	}
+	return &j, nil
+}
+
+func collect(rows pgx.Rows) ([]*retry.Job, error) {
+	defer rows.Close()
+	var out []*retry.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// Enqueue implements retry.Store: one transaction; a key is claimed with
+// INSERT ... ON CONFLICT DO NOTHING, which waits for a concurrent enqueue of
+// the same key to commit, so exactly one job is made per key.
+func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	res := make([]retry.EnqueueResult, len(jobs))
+	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		for i, j := range jobs {
+			if j.IdempotencyKey != "" {
+				tag, err := tx.Exec(ctx, `INSERT INTO `+s.keys+` (key, job_id, created_at) VALUES ($1, 0, $2) ON CONFLICT (key) DO NOTHING`,
+					j.IdempotencyKey, j.CreatedAt)
+				if err != nil {
+					return err
+				}
+				if tag.RowsAffected() == 0 {
+					var id int64
+					var at time.Time
+					if err := tx.QueryRow(ctx, `SELECT job_id, created_at FROM `+s.keys+` WHERE key = $1 FOR UPDATE`, j.IdempotencyKey).Scan(&id, &at); err != nil {
+						return err
+					}
+					if !at.Before(keysSince) {
+						res[i] = retry.EnqueueResult{ID: id, Duplicate: true}
+						continue
+					}
+				}
+			}
+			payload := j.Payload
+			if payload == nil {
+				payload = []byte{}
+			}
+			var id int64
+			if err := tx.QueryRow(ctx, `INSERT INTO `+s.t+` (kind, lane, state, priority, run_at, expires_at, max_attempts,
+				idem_key, created_at, updated_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING id`,
+				j.Kind, j.Lane, int16(j.State), j.Priority, j.RunAt, ts(j.ExpiresAt), j.MaxAttempts, j.IdempotencyKey,
+				j.CreatedAt, j.UpdatedAt, payload).Scan(&id); err != nil {
+				return err
+			}
+			if j.IdempotencyKey != "" {
+				if _, err := tx.Exec(ctx, `UPDATE `+s.keys+` SET job_id = $2, created_at = $3 WHERE key = $1`, j.IdempotencyKey, id, j.CreatedAt); err != nil {
+					return err
+				}
+			}
+			res[i] = retry.EnqueueResult{ID: id}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Claim implements retry.Store.
+func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, leaseUntil time.Time) ([]*retry.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	if _, err := s.db.pool.Exec(ctx, `UPDATE `+s.t+` SET state = 1 WHERE state = 2 AND lane = $1 AND run_at <= $2`, lane, now); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.pool.Query(ctx, `UPDATE `+s.t+` SET state = 3, attempt = attempt + 1, lease_token = lease_token + 1,
+		lease_until = $3, updated_at = $2
+		WHERE id IN (SELECT id FROM `+s.t+` WHERE state = 1 AND lane = $1
+			AND NOT EXISTS (SELECT 1 FROM `+s.lanes+` WHERE lane = $1 AND paused)
+			ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+		RETURNING `+cols, lane, now, leaseUntil, limit)
+	if err != nil {
+		return nil, err
+	}
+	out, err := collect(rows)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *retry.Job) int {
+		switch {
+		case a.Priority != b.Priority:
+			return b.Priority - a.Priority
+		case !a.RunAt.Equal(b.RunAt):
+			return a.RunAt.Compare(b.RunAt)
+		}
+		return int(a.ID - b.ID)
+	})
+	return out, nil
+}
+
+// batchLeases runs one statement per item in one round trip and returns
+// nil or ErrLeaseLost per item.
+func (s *retryStore) batchLeases(ctx context.Context, n int, queue func(b *pgx.Batch, i int)) ([]error, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	b := &pgx.Batch{}
+	for i := range n {
+		queue(b, i)
+	}
+	errs := make([]error, n)
+	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		br := tx.SendBatch(ctx, b)
+		for i := range n {
+			tag, err := br.Exec()
+			if err != nil {
+				_ = br.Close()
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				errs[i] = retry.ErrLeaseLost
+			}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// ExtendLeases implements retry.Store.
+func (s *retryStore) ExtendLeases(ctx context.Context, leases []retry.Lease, until time.Time) ([]error, error) {
+	return s.batchLeases(ctx, len(leases), func(b *pgx.Batch, i int) {
+		b.Queue(`UPDATE `+s.t+` SET lease_until = $1 WHERE id = $2 AND state = 3 AND lease_token = $3`, until, leases[i].ID, leases[i].Token)
+	})
+}
+
+// Finish implements retry.Store.
+func (s *retryStore) Finish(ctx context.Context, outcomes []retry.Outcome) ([]error, error) {
+	return s.batchLeases(ctx, len(outcomes), func(b *pgx.Batch, i int) {
+		o := &outcomes[i]
+		var runAt, finished any
+		switch o.State {
+		case retry.StateScheduled:
+			runAt = o.RunAt
+		case retry.StateAvailable:
+			runAt = o.At
+		default:
+			finished = o.At
+		}
+		uncount := 0
+		if o.Uncount {
+			uncount = 1
+		}
+		b.Queue(`UPDATE `+s.t+` SET state = $1, updated_at = $2,
+			last_error = CASE WHEN $3 <> '' THEN $3 ELSE last_error END,
+			attempt = greatest(attempt - $4, 0), run_at = coalesce($5, run_at), finished_at = $6, lease_until = NULL
+			WHERE id = $7 AND state = 3 AND lease_token = $8`,
+			int16(o.State), o.At, o.Error, uncount, runAt, finished, o.ID, o.Token)
+	})
+}
+
+// Rescue implements retry.Store.
+func (s *retryStore) Rescue(ctx context.Context, now time.Time) ([]*retry.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.pool.Query(ctx, `UPDATE `+s.t+` SET
+		state = CASE WHEN attempt >= max_attempts THEN 5 ELSE 1 END,
+		finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END,
+		run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE $1 END,
+		last_error = 'lease expired', lease_until = NULL, updated_at = $1
+		WHERE id IN (SELECT id FROM `+s.t+` WHERE state = 3 AND lease_until < $1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+cols, now)
+	if err != nil {
+		return nil, err
+	}
+	out, err := collect(rows)
+	slices.SortFunc(out, func(a, b *retry.Job) int { return int(a.ID - b.ID) })
+	return out, err
+}
+
+// Get implements retry.Store.
+func (s *retryStore) Get(ctx context.Context, id int64) (*retry.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	j, err := scanJob(s.db.pool.QueryRow(ctx, `SELECT `+cols+` FROM `+s.t+` WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, retry.ErrNotFound
+	}
+	return j, err
+}
+
+// where renders f (Limit aside) as SQL conditions, numbering from n.
+func where(f retry.Filter, n int, extra ...string) (string, []any) {
+	conds := append([]string{"true"}, extra...)
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, n+len(args)))
+	}
+	if f.AfterID > 0 {
+		add("id > $%d", f.AfterID)
+	}
+	if f.Lane != "" {
+		add("lane = $%d", f.Lane)
+	}
+	if f.Kind != "" {
+		add("kind = $%d", f.Kind)
+	}
+	if len(f.IDs) > 0 {
+		add("id = ANY($%d)", f.IDs)
+	}
+	if len(f.States) > 0 {
+		states := make([]int16, len(f.States))
+		for i, st := range f.States {
+			states[i] = int16(st)
+		}
+		add("state = ANY($%d)", states)
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// List implements retry.Store.
+func (s *retryStore) List(ctx context.Context, f retry.Filter) ([]*retry.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	cond, args := where(f, 0)
+	q := `SELECT ` + cols + ` FROM ` + s.t + ` WHERE ` + cond + ` ORDER BY id`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows)
+}
+
+func (s *retryStore) exec(ctx context.Context, q string, args ...any) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	tag, err := s.db.pool.Exec(ctx, q, args...)
+	return int(tag.RowsAffected()), err
+}
+
+// Requeue implements retry.Store.
+func (s *retryStore) Requeue(ctx context.Context, f retry.Filter, now time.Time) (int, error) {
+	cond, args := where(f, 1, "state IN (5, 6)")
+	return s.exec(ctx, `UPDATE `+s.t+` SET state = 1, attempt = 0, run_at = $1, updated_at = $1, finished_at = NULL WHERE `+cond,
+		append([]any{now}, args...)...)
+}
+
+// Purge implements retry.Store.
+func (s *retryStore) Purge(ctx context.Context, f retry.Filter) (int, error) {
+	cond, args := where(f, 0, "state IN (4, 5, 6)")
+	return s.exec(ctx, `DELETE FROM `+s.t+` WHERE `+cond, args...)
+}
+
+// SetPaused implements retry.Store.
+func (s *retryStore) SetPaused(ctx context.Context, lane string, paused bool) error {
+	_, err := s.exec(ctx, `INSERT INTO `+s.lanes+` (lane, paused) VALUES ($1, $2)
+		ON CONFLICT (lane) DO UPDATE SET paused = excluded.paused`, lane, paused)
+	return err
+}
+
+// Stats implements retry.Store.
+func (s *retryStore) Stats(ctx context.Context, now time.Time) ([]retry.LaneStats, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.pool.Query(ctx, `SELECT lane, state, min(run_at), count(*) FROM `+s.t+`
+		GROUP BY lane, state, (state = 2 AND run_at > $1)`, now)
+	if err != nil {
+		return nil, err
+	}
+	var agg []retry.StatsRow
+	for rows.Next() {
+		var r retry.StatsRow
+		var st int16
+		if err := rows.Scan(&r.Lane, &st, &r.OldestRunAt, &r.Count); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		r.State = retry.State(st)
+		agg = append(agg, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var paused []string
+	prows, err := s.db.pool.Query(ctx, `SELECT lane FROM `+s.lanes+` WHERE paused`)
+	if err != nil {
+		return nil, err
+	}
+	paused, err = pgx.CollectRows(prows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	return retry.BuildStats(now, agg, paused), nil
+}
+
+// Prune implements retry.Store.
+func (s *retryStore) Prune(ctx context.Context, finishedBefore, keysBefore time.Time) (int, error) {
+	n, err := s.exec(ctx, `DELETE FROM `+s.t+` WHERE state IN (4, 6) AND finished_at < $1`, finishedBefore)
+	if err != nil {
+		return n, err
+	}
+	_, err = s.exec(ctx, `DELETE FROM `+s.keys+` WHERE created_at < $1`, keysBefore)
+	return n, err
+}
+
+// Close implements retry.Store. The pool is the host's: it stays open.
+func (s *retryStore) Close() error {
+	s.closed.Store(true)
+	return nil
+}

@@ -1,0 +1,129 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heraldhq/herald/postgres"
+	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/retry/storetest"
+)
+
+// pool connects to HERALD_POSTGRES_URL (set by .ci/run). Without it the
+// test skips on a developer's machine and fails in CI.
+func pool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	url := os.Getenv("HERALD_POSTGRES_URL")
+	if url == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("HERALD_POSTGRES_URL is not set in CI: .ci/run must start PostgreSQL")
+		}
+		t.Skip("no PostgreSQL: run `bash .ci/run`, or set HERALD_POSTGRES_URL=postgres://user@127.0.0.1:5432/db")
+	}
+	p, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p
+}
+
+// freshDB makes a DB in a new schema, dropped when the test ends.
+func freshDB(t *testing.T, p *pgxpool.Pool) (*postgres.DB, string) {
+	t.Helper()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "t_" + hex.EncodeToString(b)
+	db, err := postgres.New(p, &postgres.Config{Schema: schema})
+	require.NoError(t, err)
+	require.NoError(t, db.Migrate(context.Background()))
+	require.NoError(t, db.Migrate(context.Background()), "migrating twice is a no-op")
+	t.Cleanup(func() { _, _ = p.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	return db, schema
+}
+
+func TestRetryConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	var mu sync.Mutex
+	schemas := map[retry.Store]string{}
+	storetest.Run(t, func(t *testing.T) retry.Store {
+		db, schema := freshDB(t, p)
+		s := db.Retry()
+		mu.Lock()
+		schemas[s] = schema
+		mu.Unlock()
+		return s
+	}, &storetest.Options{
+		Reopen: func(t *testing.T, s retry.Store) retry.Store {
+			// Another process on the same database: a new store on the schema.
+			require.NoError(t, s.Close())
+			mu.Lock()
+			schema := schemas[s]
+			mu.Unlock()
+			db, err := postgres.New(p, &postgres.Config{Schema: schema})
+			require.NoError(t, err)
+			require.NoError(t, db.Migrate(context.Background()))
+			return db.Retry()
+		},
+	})
+}
+
+func TestConfigRefusesBadSchemaNames(t *testing.T) {
+	t.Parallel()
+	_, err := postgres.New(&pgxpool.Pool{}, &postgres.Config{Schema: "x; DROP TABLE y"})
+	require.Error(t, err)
+	_, err = postgres.New(nil, nil)
+	require.ErrorContains(t, err, "missing pool")
+}
+
+// Two queues on one database, as two hosts would run: every job runs once.
+func TestTwoHostsShareOneQueue(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	db, _ := freshDB(t, p)
+	ctx := context.Background()
+	var mu sync.Mutex
+	runs := map[int64]int{}
+	newHost := func() *retry.Queue {
+		q, err := retry.New(db.Retry(), &retry.Config{
+			Lanes:        map[string]retry.LaneConfig{retry.DefaultLane: {Concurrency: 8}},
+			PollInterval: 5 * time.Millisecond,
+		})
+		require.NoError(t, err)
+		q.HandleFunc("send", func(_ context.Context, j *retry.Job) error {
+			mu.Lock()
+			runs[j.ID]++
+			mu.Unlock()
+			return nil
+		})
+		return q
+	}
+	a, b := newHost(), newHost()
+	batch := make([]retry.EnqueueParams, 2000)
+	for i := range batch {
+		batch[i] = retry.EnqueueParams{Kind: "send"}
+	}
+	_, err := a.EnqueueBatch(ctx, batch)
+	require.NoError(t, err)
+	require.NoError(t, a.Start(ctx))
+	require.NoError(t, b.Start(ctx))
+	require.Eventually(t, func() bool {
+		st, err := a.Stats(ctx)
+		return err == nil && len(st) == 1 && st[0].Completed == len(batch)
+	}, 60*time.Second, 20*time.Millisecond)
+	require.NoError(t, a.Stop(ctx))
+	require.NoError(t, b.Stop(ctx))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, runs, len(batch))
+	for id, n := range runs {
+		require.Equal(t, 1, n, "job %d ran %d times", id, n)
+	}
+}
