@@ -89,20 +89,80 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	res := make([]retry.EnqueueResult, len(jobs))
+	var res []retry.EnqueueResult
 	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = s.enqueueIn(ctx, tx, jobs, keysSince)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// txEnqueuer enqueues in a host's transaction.
+type txEnqueuer struct {
+	s  *retryStore
+	tx pgx.Tx
+}
+
+func (e txEnqueuer) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
+	if err := e.s.check(ctx); err != nil {
+		return nil, err
+	}
+	return e.s.enqueueIn(ctx, e.tx, jobs, keysSince)
+}
+
+// Tx returns an Enqueuer that writes in the host's transaction tx: with
+// retry.Queue.EnqueueTx, jobs exist exactly when the host's own write
+// commits, as River allows.
+func (db *DB) Tx(tx pgx.Tx) retry.Enqueuer { return txEnqueuer{s: db.retry, tx: tx} }
+
+const insertJob = ` (kind, lane, state, priority, run_at, expires_at, max_attempts,
+	idem_key, created_at, updated_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING id`
+
+func jobArgs(j *retry.Job) []any {
+	payload := j.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	return []any{j.Kind, j.Lane, int16(j.State), j.Priority, j.RunAt, ts(j.ExpiresAt), j.MaxAttempts, j.IdempotencyKey,
+		j.CreatedAt, j.UpdatedAt, payload}
+}
+
+func (s *retryStore) enqueueIn(ctx context.Context, tx pgx.Tx, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
+	res := make([]retry.EnqueueResult, len(jobs))
+	keyed := slices.ContainsFunc(jobs, func(j *retry.Job) bool { return j.IdempotencyKey != "" })
+	if !keyed {
+		// One round trip for the whole batch.
+		b := &pgx.Batch{}
+		for _, j := range jobs {
+			b.Queue(`INSERT INTO `+s.t+insertJob, jobArgs(j)...)
+		}
+		br := tx.SendBatch(ctx, b)
+		for i := range jobs {
+			if err := br.QueryRow().Scan(&res[i].ID); err != nil {
+				_ = br.Close()
+				return nil, err
+			}
+		}
+		if err := br.Close(); err != nil {
+			return nil, err
+		}
+	} else {
 		for i, j := range jobs {
 			if j.IdempotencyKey != "" {
 				tag, err := tx.Exec(ctx, `INSERT INTO `+s.keys+` (key, job_id, created_at) VALUES ($1, 0, $2) ON CONFLICT (key) DO NOTHING`,
 					j.IdempotencyKey, j.CreatedAt)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				if tag.RowsAffected() == 0 {
 					var id int64
 					var at time.Time
 					if err := tx.QueryRow(ctx, `SELECT job_id, created_at FROM `+s.keys+` WHERE key = $1 FOR UPDATE`, j.IdempotencyKey).Scan(&id, &at); err != nil {
-						return err
+						return nil, err
 					}
 					if !at.Before(keysSince) {
 						res[i] = retry.EnqueueResult{ID: id, Duplicate: true}
@@ -110,30 +170,72 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 					}
 				}
 			}
-			payload := j.Payload
-			if payload == nil {
-				payload = []byte{}
-			}
-			var id int64
-			if err := tx.QueryRow(ctx, `INSERT INTO `+s.t+` (kind, lane, state, priority, run_at, expires_at, max_attempts,
-				idem_key, created_at, updated_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING id`,
-				j.Kind, j.Lane, int16(j.State), j.Priority, j.RunAt, ts(j.ExpiresAt), j.MaxAttempts, j.IdempotencyKey,
-				j.CreatedAt, j.UpdatedAt, payload).Scan(&id); err != nil {
-				return err
+			if err := tx.QueryRow(ctx, `INSERT INTO `+s.t+insertJob, jobArgs(j)...).Scan(&res[i].ID); err != nil {
+				return nil, err
 			}
 			if j.IdempotencyKey != "" {
-				if _, err := tx.Exec(ctx, `UPDATE `+s.keys+` SET job_id = $2, created_at = $3 WHERE key = $1`, j.IdempotencyKey, id, j.CreatedAt); err != nil {
-					return err
+				if _, err := tx.Exec(ctx, `UPDATE `+s.keys+` SET job_id = $2, created_at = $3 WHERE key = $1`, j.IdempotencyKey, res[i].ID, j.CreatedAt); err != nil {
+					return nil, err
 				}
 			}
-			res[i] = retry.EnqueueResult{ID: id}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	}
+	// Wake idle workers everywhere: NOTIFY is delivered at commit.
+	var lanes []string
+	for i, j := range jobs {
+		if !res[i].Duplicate && j.State == retry.StateAvailable && !slices.Contains(lanes, j.Lane) {
+			lanes = append(lanes, j.Lane)
+		}
+	}
+	for _, lane := range lanes {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(), lane); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
+}
+
+func (s *retryStore) channel() string { return "herald_" + s.db.schema }
+
+// Listen implements retry.Notifier with LISTEN on a dedicated connection,
+// reconnecting with backoff when it drops.
+func (s *retryStore) Listen(ctx context.Context, wake func(lane string)) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := s.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return nil
+		}
+		_ = err
+		select {
+		case <-time.After(delay):
+			delay = min(2*delay, 10*time.Second)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *retryStore) listenOnce(ctx context.Context, wake func(lane string)) error {
+	conn, err := s.db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The connection is in LISTEN mode: do not give it back.
+		_ = conn.Conn().Close(context.Background())
+		conn.Release()
+	}()
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{s.channel()}.Sanitize()); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		wake(n.Payload)
+	}
 }
 
 // Claim implements retry.Store.

@@ -127,3 +127,60 @@ func TestTwoHostsShareOneQueue(t *testing.T) {
 		require.Equal(t, 1, n, "job %d ran %d times", id, n)
 	}
 }
+
+// An idle worker on another host starts on NOTIFY, not at its next poll.
+func TestListenNotifyWakesOtherHosts(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	db, _ := freshDB(t, p)
+	ctx := context.Background()
+	cfg := &retry.Config{PollInterval: time.Hour} // polling alone would take an hour
+	producer, err := retry.New(db.Retry(), cfg)
+	require.NoError(t, err)
+	worker, err := retry.New(db.Retry(), cfg)
+	require.NoError(t, err)
+	done := make(chan int64, 1)
+	worker.HandleFunc("send", func(_ context.Context, j *retry.Job) error { done <- j.ID; return nil })
+	require.NoError(t, worker.Start(ctx))
+	defer worker.Stop(ctx)
+	// The first claim round happens at start; enqueue after it.
+	time.Sleep(100 * time.Millisecond) // let the worker go idle; the test measures the wake-up below
+	r, err := producer.Enqueue(ctx, retry.EnqueueParams{Kind: "send"})
+	require.NoError(t, err)
+	select {
+	case id := <-done:
+		require.Equal(t, r.ID, id)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not wake on NOTIFY")
+	}
+}
+
+// EnqueueTx: the job exists only if the host's transaction commits.
+func TestEnqueueJoinsTheHostsTransaction(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	db, _ := freshDB(t, p)
+	ctx := context.Background()
+	q, err := retry.New(db.Retry(), nil)
+	require.NoError(t, err)
+
+	tx, err := p.Begin(ctx)
+	require.NoError(t, err)
+	rolled, err := q.EnqueueTx(ctx, db.Tx(tx), []retry.EnqueueParams{{Kind: "welcome", IdempotencyKey: "signup-1"}})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+	_, err = q.Job(ctx, rolled[0].ID)
+	require.ErrorIs(t, err, retry.ErrNotFound, "rolled back with the host's write")
+
+	tx, err = p.Begin(ctx)
+	require.NoError(t, err)
+	committed, err := q.EnqueueTx(ctx, db.Tx(tx), []retry.EnqueueParams{{Kind: "welcome", IdempotencyKey: "signup-1"}, {Kind: "audit"}})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	j, err := q.Job(ctx, committed[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, "welcome", j.Kind)
+	js, err := q.Jobs(ctx, retry.Filter{})
+	require.NoError(t, err)
+	require.Len(t, js, 2)
+}

@@ -122,6 +122,19 @@ func (q *Queue) Enqueue(ctx context.Context, p EnqueueParams) (EnqueueResult, er
 // ErrInvalidJob) naming the first bad job and field, and nothing is
 // written. A store failure returns an error wrapping ErrNotAccepted.
 func (q *Queue) EnqueueBatch(ctx context.Context, ps []EnqueueParams) ([]EnqueueResult, error) {
+	return q.enqueue(ctx, q.store, ps)
+}
+
+// EnqueueTx enqueues through e, an Enqueuer bound to the host's own
+// database transaction (postgres.DB.Tx), so the jobs exist if and only if
+// the host's transaction commits. Validation is the same as EnqueueBatch.
+// Observers hear "enqueued" when the insert is done, before the host
+// commits.
+func (q *Queue) EnqueueTx(ctx context.Context, e Enqueuer, ps []EnqueueParams) ([]EnqueueResult, error) {
+	return q.enqueue(ctx, e, ps)
+}
+
+func (q *Queue) enqueue(ctx context.Context, e Enqueuer, ps []EnqueueParams) ([]EnqueueResult, error) {
 	if len(ps) == 0 {
 		return nil, nil
 	}
@@ -134,7 +147,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, ps []EnqueueParams) ([]Enqueue
 		}
 		jobs[i] = j
 	}
-	res, err := q.store.Enqueue(ctx, jobs, now.Add(-q.cfg.KeyRetention))
+	res, err := e.Enqueue(ctx, jobs, now.Add(-q.cfg.KeyRetention))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotAccepted, err)
 	}

@@ -86,6 +86,22 @@ type Store interface {
 	Close() error
 }
 
+// Notifier is an optional ability of a store shared by many processes:
+// Listen calls wake(lane) whenever a job becomes due in lane (an enqueue in
+// any process), until ctx ends, so idle workers start at once instead of
+// at their next poll. It returns when ctx ends; a store reconnects on its
+// own after transient failures. Queue.Start uses it when the store has it.
+type Notifier interface {
+	Listen(ctx context.Context, wake func(lane string)) error
+}
+
+// Enqueuer is the part of a Store that makes jobs durable. A store that
+// can join a host's own transaction returns one bound to that transaction
+// (see Queue.EnqueueTx).
+type Enqueuer interface {
+	Enqueue(ctx context.Context, jobs []*Job, keysSince time.Time) ([]EnqueueResult, error)
+}
+
 // Filter selects jobs for List, Requeue and Purge. Empty fields match
 // everything.
 type Filter struct {

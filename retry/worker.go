@@ -100,6 +100,20 @@ func (q *Queue) Start(ctx context.Context) error {
 	r.bgWG.Add(2)
 	go r.heartbeat()
 	go r.maintain()
+	if n, ok := q.store.(Notifier); ok {
+		r.bgWG.Add(1)
+		go func() {
+			defer r.bgWG.Done()
+			err := n.Listen(r.claimCtx, func(lane string) {
+				if l := q.lanes[lane]; l != nil {
+					l.wake()
+				}
+			})
+			if err != nil && r.claimCtx.Err() == nil {
+				q.cfg.Logger.Warn("retry: store notifications stopped; lanes poll", "err", err)
+			}
+		}()
+	}
 	return nil
 }
 
