@@ -360,7 +360,9 @@ func (l *Limiter) location(name string) (*time.Location, error) {
 // next frees a slot at the latest (the calendar window's end).
 func windowStart(w Window, now time.Time, loc *time.Location) (since, end time.Time) {
 	if w.rolling > 0 {
-		return now.Add(-w.rolling).Add(time.Nanosecond), time.Time{}
+		// A slot leaves the window just after d: one microsecond, the
+		// finest time every store keeps (PostgreSQL).
+		return now.Add(-w.rolling).Add(time.Microsecond), time.Time{}
 	}
 	t := now.In(loc)
 	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)

@@ -177,7 +177,7 @@ func TestRollingWindowEdges(t *testing.T) {
 		require.True(t, d.Allowed)
 		require.NoError(t, l.Commit(ctx, d.Reservation))
 	}
-	d, err := l.Reserve(ctx, u, t0.Add(time.Hour-time.Nanosecond))
+	d, err := l.Reserve(ctx, u, t0.Add(time.Hour-time.Microsecond))
 	require.NoError(t, err)
 	require.False(t, d.Allowed, "the first slot counts until one hour has passed")
 	require.True(t, d.DeferUntil.Equal(t0.Add(time.Hour)), "free when the oldest slot leaves: got %s", d.DeferUntil)

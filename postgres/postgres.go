@@ -1,6 +1,7 @@
 // Package postgres runs herald's stores on PostgreSQL (github.com/jackc/pgx/v5)
 // so that workers on many hosts share one queue. This first part has the
-// retry queue's store; capping and the tracking journal follow.
+// retry queue's and the capping counters' stores; the tracking journal
+// follows.
 //
 //	pool, _ := pgxpool.New(ctx, "postgres://...")
 //	db, _ := postgres.New(pool, &postgres.Config{Schema: "herald"})
@@ -21,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/retry"
 )
 
@@ -35,6 +37,7 @@ type DB struct {
 	pool   *pgxpool.Pool
 	schema string
 	retry  *retryStore
+	caps   *cappingStore
 }
 
 var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -54,11 +57,15 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	}
 	db := &DB{pool: pool, schema: c.Schema}
 	db.retry = &retryStore{db: db, t: c.Schema + ".retry_jobs", keys: c.Schema + ".retry_keys", lanes: c.Schema + ".retry_lanes"}
+	db.caps = &cappingStore{db: db, slots: c.Schema + ".capping_slots", res: c.Schema + ".capping_reservations"}
 	return db, nil
 }
 
 // Retry returns the retry queue's store.
 func (db *DB) Retry() retry.Store { return db.retry }
+
+// Capping returns the capping counters' store.
+func (db *DB) Capping() capping.Store { return db.caps }
 
 // migrations are applied in order; {{schema}} is replaced by the schema.
 var migrations = []string{
@@ -95,6 +102,22 @@ CREATE INDEX retry_keys_created ON {{schema}}.retry_keys (created_at);
 CREATE TABLE {{schema}}.retry_lanes (
 	lane   text    PRIMARY KEY,
 	paused boolean NOT NULL
+);
+`,
+	`
+CREATE TABLE {{schema}}.capping_slots (
+	key     text        NOT NULL,
+	id      text        NOT NULL,
+	at      timestamptz NOT NULL,
+	pending boolean     NOT NULL,
+	PRIMARY KEY (key, id)
+);
+CREATE INDEX capping_slots_at ON {{schema}}.capping_slots (key, at);
+CREATE TABLE {{schema}}.capping_reservations (
+	id          text        PRIMARY KEY,
+	at          timestamptz NOT NULL,
+	lease_until timestamptz NOT NULL,
+	keys        text[]      NOT NULL
 );
 `,
 }

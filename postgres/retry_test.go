@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/postgres"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -183,4 +185,29 @@ func TestEnqueueJoinsTheHostsTransaction(t *testing.T) {
 	js, err := q.Jobs(ctx, retry.Filter{})
 	require.NoError(t, err)
 	require.Len(t, js, 2)
+}
+
+func TestCappingConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	var mu sync.Mutex
+	schemas := map[capping.Store]string{}
+	cappingtest.Run(t, func(t *testing.T) capping.Store {
+		db, schema := freshDB(t, p)
+		s := db.Capping()
+		mu.Lock()
+		schemas[s] = schema
+		mu.Unlock()
+		return s
+	}, &cappingtest.Options{
+		Reopen: func(t *testing.T, s capping.Store) capping.Store {
+			require.NoError(t, s.Close())
+			mu.Lock()
+			schema := schemas[s]
+			mu.Unlock()
+			db, err := postgres.New(p, &postgres.Config{Schema: schema})
+			require.NoError(t, err)
+			return db.Capping()
+		},
+	})
 }
