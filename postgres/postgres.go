@@ -1,7 +1,7 @@
 // Package postgres runs herald's stores on PostgreSQL (github.com/jackc/pgx/v5)
-// so that workers on many hosts share one queue. This first part has the
-// retry queue's and the capping counters' stores; the tracking journal
-// follows.
+// so that workers on many hosts share one queue, one set of counters and
+// one journal. It has the
+// stores of the retry queue, the capping counters and the tracking journal.
 //
 //	pool, _ := pgxpool.New(ctx, "postgres://...")
 //	db, _ := postgres.New(pool, &postgres.Config{Schema: "herald"})
@@ -24,6 +24,7 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/tracking"
 )
 
 // Config configures a DB.
@@ -38,6 +39,7 @@ type DB struct {
 	schema string
 	retry  *retryStore
 	caps   *cappingStore
+	track  *trackingStore
 }
 
 var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -58,6 +60,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	db := &DB{pool: pool, schema: c.Schema}
 	db.retry = &retryStore{db: db, t: c.Schema + ".retry_jobs", keys: c.Schema + ".retry_keys", lanes: c.Schema + ".retry_lanes"}
 	db.caps = &cappingStore{db: db, slots: c.Schema + ".capping_slots", res: c.Schema + ".capping_reservations"}
+	db.track = &trackingStore{db: db, p: c.Schema + ".tracking_"}
 	return db, nil
 }
 
@@ -66,6 +69,9 @@ func (db *DB) Retry() retry.Store { return db.retry }
 
 // Capping returns the capping counters' store.
 func (db *DB) Capping() capping.Store { return db.caps }
+
+// Tracking returns the tracking journal's store.
+func (db *DB) Tracking() tracking.Store { return db.track }
 
 // migrations are applied in order; {{schema}} is replaced by the schema.
 var migrations = []string{
@@ -118,6 +124,32 @@ CREATE TABLE {{schema}}.capping_reservations (
 	at          timestamptz NOT NULL,
 	lease_until timestamptz NOT NULL,
 	keys        text[]      NOT NULL
+);
+`,
+	`
+CREATE TABLE {{schema}}.tracking_events (
+	seq        bigserial   PRIMARY KEY,
+	id         text        NOT NULL UNIQUE,
+	message_id text        NOT NULL,
+	type       text        NOT NULL,
+	at         timestamptz NOT NULL,
+	campaign   text        NOT NULL,
+	automation text        NOT NULL,
+	data       jsonb       NOT NULL
+);
+CREATE INDEX tracking_events_campaign   ON {{schema}}.tracking_events (campaign, at) WHERE campaign <> '';
+CREATE INDEX tracking_events_automation ON {{schema}}.tracking_events (automation, at) WHERE automation <> '';
+CREATE INDEX tracking_events_message    ON {{schema}}.tracking_events (message_id, type);
+CREATE TABLE {{schema}}.tracking_cursors (
+	sink text   PRIMARY KEY,
+	seq  bigint NOT NULL
+);
+CREATE TABLE {{schema}}.tracking_gaps (
+	id       bigserial   PRIMARY KEY,
+	from_at  timestamptz NOT NULL,
+	to_at    timestamptz NOT NULL,
+	reason   text        NOT NULL,
+	declared boolean     NOT NULL
 );
 `,
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -17,6 +19,8 @@ import (
 	"github.com/heraldhq/herald/postgres"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
+	"github.com/heraldhq/herald/tracking"
+	"github.com/heraldhq/herald/tracking/trackingtest"
 )
 
 // pool connects to HERALD_POSTGRES_URL (set by .ci/run). Without it the
@@ -210,4 +214,37 @@ func TestCappingConformance(t *testing.T) {
 			return db.Capping()
 		},
 	})
+}
+
+// The tracking journal on PostgreSQL: a sink that was down gets every
+// event once, cursors and gaps are shared by every host.
+func TestTrackingJournal(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	db, _ := freshDB(t, p)
+	ctx := context.Background()
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := trackingtest.NewRecorder("rec")
+	rec.Fail(errors.New("down"))
+	o, err := tracking.NewOutbox(db.Tracking(), &tracking.OutboxConfig{Sinks: []tracking.Sink{rec}, PollInterval: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	require.NoError(t, err)
+	defer o.Close(ctx)
+	for i := range 300 {
+		require.NoError(t, o.Track(ctx, tracking.Event{ID: fmt.Sprint("e", i), MessageID: fmt.Sprint("m", i%100), Type: tracking.Sent,
+			At: t0.Add(time.Duration(i) * time.Second), Campaign: "spring"}))
+	}
+	require.NoError(t, o.Flush(ctx))
+	n, err := o.TrackDurable(ctx, tracking.Event{ID: "e1", MessageID: "m1", Type: tracking.Sent, At: t0})
+	require.NoError(t, err)
+	require.Zero(t, n, "a known event ID is skipped")
+	require.NoError(t, o.DeclareGap(ctx, t0.Add(time.Hour), t0.Add(2*time.Hour), "maintenance"))
+	rec.Fail(nil)
+	require.True(t, rec.WaitFor(300, 10*time.Second))
+	st, err := o.Stats(ctx, tracking.Query{Campaign: "spring", From: t0, To: t0.Add(3 * time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, 100, st.Counts[tracking.Sent], "distinct messages")
+	require.False(t, st.Complete)
+	has, err := db.Tracking().Has(ctx, "m5", tracking.Sent)
+	require.NoError(t, err)
+	require.True(t, has)
 }
