@@ -1,0 +1,162 @@
+--@@ enqueue
+-- ARGV: keysSince, n, then per job: kind lane state priority run_at expires_at max_attempts idem_key created_at updated_at payload
+local since = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 0, n - 1 do
+  local b = 3 + i * 11
+  local kind, lane, state, prio, runat = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4]
+  local expires, maxatt, key, created, updated, payload = ARGV[b+5], ARGV[b+6], ARGV[b+7], ARGV[b+8], ARGV[b+9], ARGV[b+10]
+  local dup = nil
+  if key ~= '' then
+    local v = redis.call('HGET', p .. 'keys', key)
+    if v then
+      local sep = string.find(v, ':')
+      local id, at = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+      if at >= since then dup = id end
+    end
+  end
+  if dup then
+    out[#out + 1] = {dup, 1}
+  else
+    local id = redis.call('INCR', p .. 'seq')
+    redis.call('HSET', job(id), 'kind', kind, 'lane', lane, 'state', state, 'priority', prio, 'run_at', runat,
+      'expires_at', expires, 'max_attempts', maxatt, 'attempt', 0, 'lease_token', 0, 'lease_until', 0,
+      'idem_key', key, 'last_error', '', 'created_at', created, 'updated_at', updated, 'finished_at', 0, 'payload', payload)
+    index(id)
+    redis.call('SADD', p .. 'lanes', lane)
+    if key ~= '' then
+      redis.call('HSET', p .. 'keys', key, id .. ':' .. created)
+      redis.call('ZADD', p .. 'keytime', created, key)
+    end
+    out[#out + 1] = {id, 0}
+  end
+end
+return out
+
+--@@ claim
+-- ARGV: lane, limit, now, lease_until
+local lane, limit, now, lu = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if redis.call('SISMEMBER', p .. 'paused', lane) == 1 then return {} end
+local due = redis.call('ZRANGEBYSCORE', p .. 'sched:' .. lane, '-inf', now)
+for _, id in ipairs(due) do
+  redis.call('ZREM', p .. 'sched:' .. lane, id)
+  redis.call('HSET', job(id), 'state', 1)
+  index(tonumber(id))
+end
+local out = {}
+local prios = redis.call('ZRANGE', p .. 'prios:' .. lane, 0, -1)
+for _, prio in ipairs(prios) do
+  if #out >= limit then break end
+  local zk = p .. 'ready:' .. lane .. ':' .. prio
+  local members = redis.call('ZRANGE', zk, 0, limit - #out - 1)
+  if #members == 0 then redis.call('ZREM', p .. 'prios:' .. lane, prio) end
+  for _, m in ipairs(members) do
+    local id = tonumber(m)
+    redis.call('ZREM', zk, m)
+    redis.call('HINCRBY', job(id), 'attempt', 1)
+    redis.call('HINCRBY', job(id), 'lease_token', 1)
+    redis.call('HSET', job(id), 'state', 3, 'lease_until', lu, 'updated_at', now)
+    redis.call('ZADD', p .. 'running', lu, id)
+    redis.call('ZADD', p .. 'running:' .. lane, lu, id)
+    out[#out + 1] = id
+  end
+end
+return out
+
+--@@ extend
+-- ARGV: n, then per lease: id token lu
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 0, n - 1 do
+  local id, token, lu = ARGV[2 + i*3], ARGV[3 + i*3], ARGV[4 + i*3]
+  local h = redis.call('HMGET', job(id), 'state', 'lease_token', 'lane')
+  if h[1] == '3' and h[2] == token then
+    redis.call('HSET', job(id), 'lease_until', lu)
+    redis.call('ZADD', p .. 'running', lu, id)
+    redis.call('ZADD', p .. 'running:' .. h[3], lu, id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+
+--@@ finish
+-- ARGV: n, then per outcome: id token state at error uncount run_at finished_at
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 0, n - 1 do
+  local b = 2 + i * 8
+  local id, token, state, at, err, uncount, runat, fin = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], tonumber(ARGV[b+5]), ARGV[b+6], ARGV[b+7]
+  local h = redis.call('HMGET', job(id), 'state', 'lease_token', 'attempt')
+  if h[1] == '3' and h[2] == token then
+    unindex(id)
+    local attempt = tonumber(h[3]) - uncount
+    if attempt < 0 then attempt = 0 end
+    redis.call('HSET', job(id), 'state', state, 'updated_at', at, 'attempt', attempt, 'lease_until', 0, 'finished_at', fin)
+    if err ~= '' then redis.call('HSET', job(id), 'last_error', err) end
+    if runat ~= '0' then redis.call('HSET', job(id), 'run_at', runat) end
+    index(tonumber(id))
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+
+--@@ rescue
+-- ARGV: now. Running jobs whose lease ended before now.
+local now = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', p .. 'running', '-inf', '(' .. now)
+for _, id in ipairs(ids) do
+  unindex(id)
+  local h = redis.call('HMGET', job(id), 'attempt', 'max_attempts')
+  if tonumber(h[1]) >= tonumber(h[2]) then
+    redis.call('HSET', job(id), 'state', 5, 'finished_at', now)
+  else
+    redis.call('HSET', job(id), 'state', 1, 'run_at', now)
+  end
+  redis.call('HSET', job(id), 'last_error', 'lease expired', 'lease_until', 0, 'updated_at', now)
+  index(tonumber(id))
+end
+return ids
+
+--@@ requeue
+-- ARGV: id, now
+local id, now = ARGV[1], ARGV[2]
+local st = redis.call('HGET', job(id), 'state')
+if st ~= '5' and st ~= '6' then return 0 end
+unindex(id)
+redis.call('HSET', job(id), 'state', 1, 'attempt', 0, 'run_at', now, 'updated_at', now, 'finished_at', 0)
+index(tonumber(id))
+return 1
+
+--@@ purge
+-- ARGV: id
+local id = ARGV[1]
+local st = redis.call('HGET', job(id), 'state')
+if st ~= '4' and st ~= '5' and st ~= '6' then return 0 end
+unindex(id)
+redis.call('DEL', job(id))
+return 1
+
+--@@ prune
+-- ARGV: finished_before, keys_before
+local before, kbefore = ARGV[1], ARGV[2]
+local n = 0
+for _, lane in ipairs(redis.call('SMEMBERS', p .. 'lanes')) do
+  for _, st in ipairs({'4', '6'}) do
+    local zk = p .. 'fin:' .. lane .. ':' .. st
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. before)) do
+      redis.call('ZREM', zk, id)
+      redis.call('DEL', job(id))
+      n = n + 1
+    end
+  end
+end
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', p .. 'keytime', '-inf', '(' .. kbefore)) do
+  redis.call('ZREM', p .. 'keytime', key)
+  redis.call('HDEL', p .. 'keys', key)
+end
+return n
