@@ -5,9 +5,18 @@
 # Tests that need a server read these; under CI=true a missing server is a
 # failure, on a developer's machine a skip.
 
-HERALD_PG_PORT="${HERALD_PG_PORT:-54329}"
-HERALD_REDIS_PORT="${HERALD_REDIS_PORT:-63799}"
 HERALD_SVC_DIR=""
+
+# free_port prints the first port from $1 upward that nothing listens on.
+free_port() {
+  local port=$1
+  while (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    port=$((port + 1))
+  done
+  echo "$port"
+}
+HERALD_PG_PORT="${HERALD_PG_PORT:-$(free_port 54329)}"
+HERALD_REDIS_PORT="${HERALD_REDIS_PORT:-$(free_port 63799)}"
 
 services_install() {
   local need=()
