@@ -92,13 +92,33 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 	var res []retry.EnqueueResult
 	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
 		var err error
-		res, err = s.enqueueIn(ctx, tx, jobs, keysSince)
+		res, err = s.enqueueIn(ctx, tx, jobs, keysSince, false)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Notify after the commit, outside the writing transaction: a NOTIFY
+	// inside it takes a lock at commit that serializes every enqueuing
+	// transaction (and their fsyncs) behind each other. A lost
+	// notification only delays a worker to its next poll.
+	for _, lane := range s.wakeLanes(jobs, res) {
+		if _, err := s.db.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(), lane); err != nil {
+			break
+		}
+	}
 	return res, nil
+}
+
+// wakeLanes lists the lanes that got jobs due now.
+func (s *retryStore) wakeLanes(jobs []*retry.Job, res []retry.EnqueueResult) []string {
+	var lanes []string
+	for i, j := range jobs {
+		if !res[i].Duplicate && j.State == retry.StateAvailable && !slices.Contains(lanes, j.Lane) {
+			lanes = append(lanes, j.Lane)
+		}
+	}
+	return lanes
 }
 
 // txEnqueuer enqueues in a host's transaction.
@@ -111,7 +131,7 @@ func (e txEnqueuer) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince ti
 	if err := e.s.check(ctx); err != nil {
 		return nil, err
 	}
-	return e.s.enqueueIn(ctx, e.tx, jobs, keysSince)
+	return e.s.enqueueIn(ctx, e.tx, jobs, keysSince, true)
 }
 
 // Tx returns an Enqueuer that writes in the host's transaction tx: with
@@ -131,7 +151,9 @@ func jobArgs(j *retry.Job) []any {
 		j.CreatedAt, j.UpdatedAt, payload}
 }
 
-func (s *retryStore) enqueueIn(ctx context.Context, tx pgx.Tx, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
+// enqueueIn inserts jobs in tx; notify sends the wake-ups in tx too (the
+// host's transaction: they are delivered at its commit).
+func (s *retryStore) enqueueIn(ctx context.Context, tx pgx.Tx, jobs []*retry.Job, keysSince time.Time, notify bool) ([]retry.EnqueueResult, error) {
 	res := make([]retry.EnqueueResult, len(jobs))
 	keyed := slices.ContainsFunc(jobs, func(j *retry.Job) bool { return j.IdempotencyKey != "" })
 	if !keyed {
@@ -180,16 +202,11 @@ func (s *retryStore) enqueueIn(ctx context.Context, tx pgx.Tx, jobs []*retry.Job
 			}
 		}
 	}
-	// Wake idle workers everywhere: NOTIFY is delivered at commit.
-	var lanes []string
-	for i, j := range jobs {
-		if !res[i].Duplicate && j.State == retry.StateAvailable && !slices.Contains(lanes, j.Lane) {
-			lanes = append(lanes, j.Lane)
-		}
-	}
-	for _, lane := range lanes {
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(), lane); err != nil {
-			return nil, err
+	if notify {
+		for _, lane := range s.wakeLanes(jobs, res) {
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(), lane); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return res, nil

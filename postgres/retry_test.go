@@ -23,9 +23,22 @@ import (
 	"github.com/heraldhq/herald/tracking/trackingtest"
 )
 
+// benchPool is a pool with room for 32 connections (pgxpool's default is
+// 4 on two cores, which would cap concurrent producers).
+func benchPool(b *testing.B) *pgxpool.Pool {
+	pool(b) // skips or fails without a server
+	cfg, err := pgxpool.ParseConfig(os.Getenv("HERALD_POSTGRES_URL"))
+	require.NoError(b, err)
+	cfg.MaxConns = 32
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(b, err)
+	b.Cleanup(p.Close)
+	return p
+}
+
 // pool connects to HERALD_POSTGRES_URL (set by .ci/run). Without it the
 // test skips on a developer's machine and fails in CI.
-func pool(t *testing.T) *pgxpool.Pool {
+func pool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	url := os.Getenv("HERALD_POSTGRES_URL")
 	if url == "" {
@@ -41,7 +54,7 @@ func pool(t *testing.T) *pgxpool.Pool {
 }
 
 // freshDB makes a DB in a new schema, dropped when the test ends.
-func freshDB(t *testing.T, p *pgxpool.Pool) (*postgres.DB, string) {
+func freshDB(t testing.TB, p *pgxpool.Pool) (*postgres.DB, string) {
 	t.Helper()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)

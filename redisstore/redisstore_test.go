@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // client connects to HERALD_REDIS_ADDR (set by .ci/run). Without it the
 // test skips on a developer's machine and fails in CI.
-func client(t *testing.T) *redis.Client {
+func client(t testing.TB) *redis.Client {
 	t.Helper()
 	addr := os.Getenv("HERALD_REDIS_ADDR")
 	if addr == "" {
