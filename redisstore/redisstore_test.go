@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/redisstore"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -84,4 +86,39 @@ func TestDurabilityIsReported(t *testing.T) {
 	d, err := s.Durability(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, d.AppendOnly == "yes" && d.AppendFsync == "always", d.Durable)
+}
+
+func TestCappingConformance(t *testing.T) {
+	t.Parallel()
+	c := client(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	prefixes := map[capping.Store]string{}
+	open := func(t *testing.T, p string) capping.Store {
+		s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
+		require.NoError(t, err)
+		return s.Capping()
+	}
+	cappingtest.Run(t, func(t *testing.T) capping.Store {
+		p := prefix()
+		s := open(t, p)
+		mu.Lock()
+		prefixes[s] = p
+		mu.Unlock()
+		t.Cleanup(func() {
+			keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
+			if len(keys) > 0 {
+				c.Del(ctx, keys...)
+			}
+		})
+		return s
+	}, &cappingtest.Options{
+		Reopen: func(t *testing.T, s capping.Store) capping.Store {
+			require.NoError(t, s.Close())
+			mu.Lock()
+			p := prefixes[s]
+			mu.Unlock()
+			return open(t, p)
+		},
+	})
 }
