@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/postgres"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -260,4 +262,36 @@ func TestTrackingJournal(t *testing.T) {
 	has, err := db.Tracking().Has(ctx, "m5", tracking.Sent)
 	require.NoError(t, err)
 	require.True(t, has)
+}
+
+// Three worker processes share one queue; one is killed mid-run. Every job
+// completes, and repeats stay within the jobs in flight at the kill.
+func TestThreeWorkerProcessesShareTheQueue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test: skipped with -short")
+	}
+	p := pool(t)
+	db, schema := freshDB(t, p)
+	ctx := context.Background()
+	q, err := retry.New(db.Retry(), nil)
+	require.NoError(t, err)
+	const jobs = 30_000
+	batch := make([]retry.EnqueueParams, 1000)
+	for i := range batch {
+		batch[i] = retry.EnqueueParams{Kind: "send"}
+	}
+	for range jobs / len(batch) {
+		_, err := q.EnqueueBatch(ctx, batch)
+		require.NoError(t, err)
+	}
+	countState := func(state int) int {
+		var n int
+		require.NoError(t, p.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.retry_jobs WHERE state = $1`, state).Scan(&n))
+		return n
+	}
+	multiproc.Run(t, filepath.Join(t.TempDir(), "ledger"), multiproc.Options{
+		Jobs: jobs, Workers: 3, KillAfter: 5_000, Target: schema,
+		InFlight:  func() int { return countState(3) },
+		Completed: func() int { return countState(4) },
+	})
 }

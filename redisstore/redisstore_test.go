@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -14,12 +16,71 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/redisstore"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(multiproc.EnvWorker) != "" {
+		os.Exit(worker())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// worker is a worker process of TestThreeWorkerProcessesShareTheQueue.
+func worker() int {
+	c := redis.NewClient(&redis.Options{Addr: os.Getenv("HERALD_REDIS_ADDR")})
+	defer c.Close()
+	s, err := redisstore.New(context.Background(), c, &redisstore.Config{Prefix: os.Getenv(multiproc.EnvTarget)})
+	if err != nil {
+		return 1
+	}
+	return multiproc.Worker(s)
+}
+
+// Three worker processes share one queue; one is killed mid-run. Every job
+// completes, and repeats stay within the jobs in flight at the kill.
+func TestThreeWorkerProcessesShareTheQueue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test: skipped with -short")
+	}
+	c := client(t)
+	ctx := context.Background()
+	p := prefix()
+	t.Cleanup(func() {
+		keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
+		for len(keys) > 0 {
+			n := min(1000, len(keys))
+			c.Del(ctx, keys[:n]...)
+			keys = keys[n:]
+		}
+	})
+	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
+	require.NoError(t, err)
+	q, err := retry.New(s, nil)
+	require.NoError(t, err)
+	const jobs = 30_000
+	batch := make([]retry.EnqueueParams, 1000)
+	for i := range batch {
+		batch[i] = retry.EnqueueParams{Kind: "send"}
+	}
+	for range jobs / len(batch) {
+		_, err := q.EnqueueBatch(ctx, batch)
+		require.NoError(t, err)
+	}
+	stat := func() retry.LaneStats {
+		st, err := s.Stats(ctx, time.Now())
+		require.NoError(t, err)
+		return st[0]
+	}
+	multiproc.Run(t, filepath.Join(t.TempDir(), "ledger"), multiproc.Options{
+		Jobs: jobs, Workers: 3, KillAfter: 5_000, Target: p,
+		InFlight:  func() int { return stat().Running },
+		Completed: func() int { return stat().Completed },
+	})
+}
 
 // client connects to HERALD_REDIS_ADDR (set by .ci/run). Without it the
 // test skips on a developer's machine and fails in CI.
