@@ -48,11 +48,14 @@ services_start() {
     -o "-c listen_addresses=127.0.0.1 -p $HERALD_PG_PORT -k $pgdata -c fsync=on -c max_connections=200" start >/dev/null
   "${runas[@]}" "$pgbin/createdb" -h 127.0.0.1 -p "$HERALD_PG_PORT" -U herald herald
   export HERALD_POSTGRES_URL="postgres://herald@127.0.0.1:$HERALD_PG_PORT/herald?sslmode=disable"
+  # Failure tests restart the server with this command.
+  export HERALD_PG_RESTART="${runas[*]} $pgbin/pg_ctl -D $pgdata -m fast -w restart -l $pgdata/log -o '-c listen_addresses=127.0.0.1 -p $HERALD_PG_PORT -k $pgdata -c fsync=on -c max_connections=200'"
 
   mkdir -p "$HERALD_SVC_DIR/redis"
-  redis-server --bind 127.0.0.1 --port "$HERALD_REDIS_PORT" --dir "$HERALD_SVC_DIR/redis" \
-    --appendonly yes --appendfsync always --save "" --daemonize yes \
-    --pidfile "$HERALD_SVC_DIR/redis/redis.pid" --logfile "$HERALD_SVC_DIR/redis/log"
+  local redis_start="redis-server --bind 127.0.0.1 --port $HERALD_REDIS_PORT --dir $HERALD_SVC_DIR/redis --appendonly yes --appendfsync always --save '' --daemonize yes --pidfile $HERALD_SVC_DIR/redis/redis.pid --logfile $HERALD_SVC_DIR/redis/log"
+  eval "$redis_start"
+  # Failure tests crash (SIGKILL) and restart the server with this command.
+  export HERALD_REDIS_RESTART="kill -9 \$(cat $HERALD_SVC_DIR/redis/redis.pid); sleep 0.3; $redis_start; for i in \$(seq 50); do redis-cli -h 127.0.0.1 -p $HERALD_REDIS_PORT ping >/dev/null 2>&1 && break; sleep 0.1; done"
   for _ in $(seq 50); do
     redis-cli -h 127.0.0.1 -p "$HERALD_REDIS_PORT" ping >/dev/null 2>&1 && break
     sleep 0.1

@@ -295,3 +295,34 @@ func TestThreeWorkerProcessesShareTheQueue(t *testing.T) {
 		Completed: func() int { return countState(4) },
 	})
 }
+
+// Connections dropped mid-claim and the server restarted mid-run: workers
+// reconnect and continue, refused enqueues are retried with their keys,
+// and nothing acknowledged is lost.
+func TestSurvivesRestartAndDroppedConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("failure test: skipped with -short")
+	}
+	p := pool(t)
+	db, _ := freshDB(t, p)
+	ctx := context.Background()
+	q, err := retry.New(db.Retry(), &retry.Config{PollInterval: 20 * time.Millisecond, LeaseDuration: 5 * time.Second})
+	require.NoError(t, err)
+	drop := func() {
+		// Kill every other session: claims, completions, the LISTEN connection.
+		_, err := p.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+		if err != nil {
+			t.Logf("terminate: %v", err)
+		}
+	}
+	disruptions := map[int]func(){300: drop, 800: drop}
+	if cmd := os.Getenv("HERALD_PG_RESTART"); cmd != "" {
+		disruptions[1500] = multiproc.Shell(t, cmd)
+	} else if os.Getenv("CI") == "true" {
+		t.Fatal("HERALD_PG_RESTART is not set in CI: .ci/run must provide the restart command")
+	} else {
+		t.Log("HERALD_PG_RESTART not set: the restart part is skipped (bash .ci/run sets it)")
+	}
+	multiproc.Survive(t, q, 3000, disruptions)
+}

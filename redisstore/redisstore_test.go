@@ -183,3 +183,36 @@ func TestCappingConformance(t *testing.T) {
 		},
 	})
 }
+
+// Connections dropped and Redis crashed (SIGKILL) and restarted with its
+// append-only file: nothing acknowledged is lost.
+func TestSurvivesRedisCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("failure test: skipped with -short")
+	}
+	c := client(t)
+	ctx := context.Background()
+	cmd := os.Getenv("HERALD_REDIS_RESTART")
+	if cmd == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("HERALD_REDIS_RESTART is not set in CI: .ci/run must provide the restart command")
+		}
+		t.Skip("HERALD_REDIS_RESTART not set (bash .ci/run sets it)")
+	}
+	p := prefix()
+	t.Cleanup(func() {
+		keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+	})
+	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
+	require.NoError(t, err)
+	d, err := s.Durability(ctx)
+	require.NoError(t, err)
+	require.True(t, d.Durable, "the test needs appendonly yes + appendfsync always, as .ci/run starts Redis")
+	q, err := retry.New(s, &retry.Config{PollInterval: 20 * time.Millisecond, LeaseDuration: 5 * time.Second})
+	require.NoError(t, err)
+	drop := func() { _ = c.ClientKillByFilter(ctx, "TYPE", "normal").Err() }
+	multiproc.Survive(t, q, 3000, map[int]func(){300: drop, 1200: multiproc.Shell(t, cmd)})
+}
