@@ -76,5 +76,11 @@ services_stop() {
     fi
   fi
   redis-cli -h 127.0.0.1 -p "$HERALD_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  # A server a failure test restarted may not answer to the above: end it by pid.
+  for pidfile in "$HERALD_SVC_DIR/pg/postmaster.pid" "$HERALD_SVC_DIR/redis/redis.pid"; do
+    if [ -f "$pidfile" ]; then
+      kill -9 "$(head -n1 "$pidfile")" >/dev/null 2>&1 || true
+    fi
+  done
   rm -rf "$HERALD_SVC_DIR"
 }
