@@ -153,7 +153,7 @@ func TestTwoHostsShareOneQueue(t *testing.T) {
 func TestListenNotifyWakesOtherHosts(t *testing.T) {
 	t.Parallel()
 	p := pool(t)
-	db, _ := freshDB(t, p)
+	db, schema := freshDB(t, p)
 	ctx := context.Background()
 	cfg := &retry.Config{PollInterval: time.Hour} // polling alone would take an hour
 	producer, err := retry.New(db.Retry(), cfg)
@@ -164,8 +164,14 @@ func TestListenNotifyWakesOtherHosts(t *testing.T) {
 	worker.HandleFunc("send", func(_ context.Context, j *retry.Job) error { done <- j.ID; return nil })
 	require.NoError(t, worker.Start(ctx))
 	defer worker.Stop(ctx)
-	// The first claim round happens at start; enqueue after it.
-	time.Sleep(100 * time.Millisecond) // let the worker go idle; the test measures the wake-up below
+	// Wait until the worker's listener is in place (its first, empty claim
+	// round is over by then); from here only a notification can wake it.
+	require.Eventually(t, func() bool {
+		var n int
+		err := p.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = $1`,
+			`LISTEN "herald_`+schema+`"`).Scan(&n)
+		return err == nil && n > 0
+	}, 10*time.Second, 10*time.Millisecond)
 	r, err := producer.Enqueue(ctx, retry.EnqueueParams{Kind: "send"})
 	require.NoError(t, err)
 	select {
