@@ -438,10 +438,12 @@ func TestStopReleasesJobsThatOutliveTheDeadline(t *testing.T) {
 
 func TestHeartbeatKeepsLongJobsLeased(t *testing.T) {
 	t.Parallel()
-	q, rec := startQueue(t, &retry.Config{LeaseDuration: 60 * time.Millisecond, MaintenanceInterval: 5 * time.Millisecond})
+	// A lease generous enough for a loaded CI machine (the heartbeat runs
+	// every lease/3), a job four leases long.
+	q, rec := startQueue(t, &retry.Config{LeaseDuration: 300 * time.Millisecond, MaintenanceInterval: 10 * time.Millisecond})
 	q.HandleFunc("slow", func(ctx context.Context, j *retry.Job) error {
 		select {
-		case <-time.After(300 * time.Millisecond): // five leases long
+		case <-time.After(1200 * time.Millisecond): // four leases long
 			return nil
 		case <-ctx.Done():
 			return context.Cause(ctx)
