@@ -279,15 +279,7 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b *retry.Job) int {
-		switch {
-		case a.Priority != b.Priority:
-			return b.Priority - a.Priority
-		case !a.RunAt.Equal(b.RunAt):
-			return a.RunAt.Compare(b.RunAt)
-		}
-		return int(a.ID - b.ID)
-	})
+	retry.SortClaimed(out)
 	return out, nil
 }
 

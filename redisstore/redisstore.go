@@ -265,15 +265,7 @@ func (s *Store) Claim(ctx context.Context, lane string, limit int, now, leaseUnt
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(js, func(a, b *retry.Job) int {
-		switch {
-		case a.Priority != b.Priority:
-			return b.Priority - a.Priority
-		case !a.RunAt.Equal(b.RunAt):
-			return a.RunAt.Compare(b.RunAt)
-		}
-		return int(a.ID - b.ID)
-	})
+	retry.SortClaimed(js)
 	return js, nil
 }
 

@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -205,18 +206,11 @@ func (q *Queue) newJob(i int, p *EnqueueParams, now time.Time) (*Job, error) {
 		Priority:       p.Priority,
 		RunAt:          runAt,
 		ExpiresAt:      p.ExpiresAt,
-		MaxAttempts:    cmpOr(p.MaxAttempts, q.cfg.DefaultMaxAttempts),
+		MaxAttempts:    cmp.Or(p.MaxAttempts, q.cfg.DefaultMaxAttempts),
 		State:          state,
 		CreatedAt:      now,
 		UpdatedAt:      now,
 	}, nil
-}
-
-func cmpOr(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 func (q *Queue) emit(e Event) {

@@ -1,7 +1,9 @@
 package retry
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"time"
 )
 
@@ -152,6 +154,20 @@ func containsState(states []State, s State) bool {
 		}
 	}
 	return false
+}
+
+// SortClaimed puts jobs in claim order: Priority descending, then RunAt,
+// then ID. Stores whose claim query returns rows in any order use it.
+func SortClaimed(jobs []*Job) {
+	slices.SortFunc(jobs, func(a, b *Job) int {
+		if a.Priority != b.Priority {
+			return cmp.Compare(b.Priority, a.Priority)
+		}
+		if c := a.RunAt.Compare(b.RunAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 }
 
 // Apply changes j as outcome o says; it is the reference for what an
