@@ -68,5 +68,7 @@
 // Package embedded is the default store: one SQLite file written by pure Go
 // (no cgo) holding the queue, the capping counters and the tracking
 // journal, crash-safe, with group commit so concurrent writes share one
-// fsync. PostgreSQL and Redis stores for many hosts come next.
+// fsync. For many hosts, package postgres has the same three stores on
+// PostgreSQL and package redisstore the queue and capping on Redis; every
+// store passes the same conformance suites.
 package herald
