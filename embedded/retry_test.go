@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,6 +11,7 @@ import (
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
 )
@@ -26,20 +26,15 @@ func openDB(t *testing.T, path string) *embedded.DB {
 
 func TestRetryConformance(t *testing.T) {
 	t.Parallel()
-	paths := map[retry.Store]string{}
-	var mu sync.Mutex
+	paths := storereg.New[retry.Store]()
 	storetest.Run(t, func(t *testing.T) retry.Store {
 		path := filepath.Join(t.TempDir(), "herald.db")
 		s := openDB(t, path).Retry()
-		mu.Lock()
-		paths[s] = path
-		mu.Unlock()
+		paths.Put(s, path)
 		return s
 	}, &storetest.Options{
 		Reopen: func(t *testing.T, s retry.Store) retry.Store {
-			mu.Lock()
-			path := paths[s]
-			mu.Unlock()
+			path := paths.Get(s)
 			require.NoError(t, s.Close())
 			return openDB(t, path).Retry()
 		},
@@ -144,20 +139,15 @@ func TestConcurrentEnqueuesShareCommits(t *testing.T) {
 
 func TestCappingConformance(t *testing.T) {
 	t.Parallel()
-	paths := map[capping.Store]string{}
-	var mu sync.Mutex
+	paths := storereg.New[capping.Store]()
 	cappingtest.Run(t, func(t *testing.T) capping.Store {
 		path := filepath.Join(t.TempDir(), "herald.db")
 		s := openDB(t, path).Capping()
-		mu.Lock()
-		paths[s] = path
-		mu.Unlock()
+		paths.Put(s, path)
 		return s
 	}, &cappingtest.Options{
 		Reopen: func(t *testing.T, s capping.Store) capping.Store {
-			mu.Lock()
-			path := paths[s]
-			mu.Unlock()
+			path := paths.Get(s)
 			require.NoError(t, s.Close())
 			return openDB(t, path).Capping()
 		},

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/internal/multiproc"
+	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/postgres"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -72,22 +73,17 @@ func freshDB(t testing.TB, p *pgxpool.Pool) (*postgres.DB, string) {
 func TestRetryConformance(t *testing.T) {
 	t.Parallel()
 	p := pool(t)
-	var mu sync.Mutex
-	schemas := map[retry.Store]string{}
+	schemas := storereg.New[retry.Store]()
 	storetest.Run(t, func(t *testing.T) retry.Store {
 		db, schema := freshDB(t, p)
 		s := db.Retry()
-		mu.Lock()
-		schemas[s] = schema
-		mu.Unlock()
+		schemas.Put(s, schema)
 		return s
 	}, &storetest.Options{
 		Reopen: func(t *testing.T, s retry.Store) retry.Store {
 			// Another process on the same database: a new store on the schema.
 			require.NoError(t, s.Close())
-			mu.Lock()
-			schema := schemas[s]
-			mu.Unlock()
+			schema := schemas.Get(s)
 			db, err := postgres.New(p, &postgres.Config{Schema: schema})
 			require.NoError(t, err)
 			require.NoError(t, db.Migrate(context.Background()))
@@ -215,21 +211,16 @@ func TestEnqueueJoinsTheHostsTransaction(t *testing.T) {
 func TestCappingConformance(t *testing.T) {
 	t.Parallel()
 	p := pool(t)
-	var mu sync.Mutex
-	schemas := map[capping.Store]string{}
+	schemas := storereg.New[capping.Store]()
 	cappingtest.Run(t, func(t *testing.T) capping.Store {
 		db, schema := freshDB(t, p)
 		s := db.Capping()
-		mu.Lock()
-		schemas[s] = schema
-		mu.Unlock()
+		schemas.Put(s, schema)
 		return s
 	}, &cappingtest.Options{
 		Reopen: func(t *testing.T, s capping.Store) capping.Store {
 			require.NoError(t, s.Close())
-			mu.Lock()
-			schema := schemas[s]
-			mu.Unlock()
+			schema := schemas.Get(s)
 			db, err := postgres.New(p, &postgres.Config{Schema: schema})
 			require.NoError(t, err)
 			return db.Capping()

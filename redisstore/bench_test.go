@@ -19,19 +19,11 @@ func BenchmarkQueue(b *testing.B) {
 	ctx := context.Background()
 	c := clientTB(b)
 	newStore := func(b *testing.B) retry.Store {
-		p := prefix()
+		p := newPrefix(b, c)
 		s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() {
-			keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
-			for len(keys) > 0 {
-				n := min(1000, len(keys))
-				c.Del(ctx, keys[:n]...)
-				keys = keys[n:]
-			}
-		})
 		return s
 	}
 	newQueue := func(b *testing.B) *retry.Queue {

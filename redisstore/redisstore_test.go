@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/internal/multiproc"
+	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/redisstore"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -48,15 +48,7 @@ func TestThreeWorkerProcessesShareTheQueue(t *testing.T) {
 	}
 	c := client(t)
 	ctx := context.Background()
-	p := prefix()
-	t.Cleanup(func() {
-		keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
-		for len(keys) > 0 {
-			n := min(1000, len(keys))
-			c.Del(ctx, keys[:n]...)
-			keys = keys[n:]
-		}
-	})
+	p := newPrefix(t, c)
 	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
 	require.NoError(t, err)
 	q, err := retry.New(s, nil)
@@ -98,6 +90,21 @@ func client(t testing.TB) *redis.Client {
 	return c
 }
 
+// newPrefix returns a fresh key prefix whose keys are deleted when tb ends.
+func newPrefix(tb testing.TB, c *redis.Client) string {
+	p := prefix()
+	tb.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
+		for len(keys) > 0 {
+			n := min(1000, len(keys))
+			c.Del(ctx, keys[:n]...)
+			keys = keys[n:]
+		}
+	})
+	return p
+}
+
 func prefix() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -108,32 +115,21 @@ func TestRetryConformance(t *testing.T) {
 	t.Parallel()
 	c := client(t)
 	ctx := context.Background()
-	var mu sync.Mutex
-	prefixes := map[retry.Store]string{}
+	prefixes := storereg.New[retry.Store]()
 	open := func(t *testing.T, p string) retry.Store {
 		s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
 		require.NoError(t, err)
 		return s
 	}
 	storetest.Run(t, func(t *testing.T) retry.Store {
-		p := prefix()
+		p := newPrefix(t, c)
 		s := open(t, p)
-		mu.Lock()
-		prefixes[s] = p
-		mu.Unlock()
-		t.Cleanup(func() {
-			keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
-			if len(keys) > 0 {
-				c.Del(ctx, keys...)
-			}
-		})
+		prefixes.Put(s, p)
 		return s
 	}, &storetest.Options{
 		Reopen: func(t *testing.T, s retry.Store) retry.Store {
 			require.NoError(t, s.Close())
-			mu.Lock()
-			p := prefixes[s]
-			mu.Unlock()
+			p := prefixes.Get(s)
 			return open(t, p)
 		},
 	})
@@ -153,32 +149,21 @@ func TestCappingConformance(t *testing.T) {
 	t.Parallel()
 	c := client(t)
 	ctx := context.Background()
-	var mu sync.Mutex
-	prefixes := map[capping.Store]string{}
+	prefixes := storereg.New[capping.Store]()
 	open := func(t *testing.T, p string) capping.Store {
 		s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
 		require.NoError(t, err)
 		return s.Capping()
 	}
 	cappingtest.Run(t, func(t *testing.T) capping.Store {
-		p := prefix()
+		p := newPrefix(t, c)
 		s := open(t, p)
-		mu.Lock()
-		prefixes[s] = p
-		mu.Unlock()
-		t.Cleanup(func() {
-			keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
-			if len(keys) > 0 {
-				c.Del(ctx, keys...)
-			}
-		})
+		prefixes.Put(s, p)
 		return s
 	}, &cappingtest.Options{
 		Reopen: func(t *testing.T, s capping.Store) capping.Store {
 			require.NoError(t, s.Close())
-			mu.Lock()
-			p := prefixes[s]
-			mu.Unlock()
+			p := prefixes.Get(s)
 			return open(t, p)
 		},
 	})
@@ -199,13 +184,7 @@ func TestSurvivesRedisCrash(t *testing.T) {
 		}
 		t.Skip("HERALD_REDIS_RESTART not set (bash .ci/run sets it)")
 	}
-	p := prefix()
-	t.Cleanup(func() {
-		keys, _ := c.Keys(ctx, "{"+p+"}:*").Result()
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
+	p := newPrefix(t, c)
 	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
 	require.NoError(t, err)
 	d, err := s.Durability(ctx)
