@@ -193,10 +193,12 @@ type Limiter struct {
 	// unique across processes without a random read per reservation.
 	idPrefix string
 	idSeq    atomic.Uint64
+	idBlocks sync.Pool // *idBlock: ranges of idSeq, so goroutines do not contend on it
 }
 
 type rule struct {
 	Rule
+	keep     int64 // how long a slot can matter to the rule (ns)
 	channels map[string]bool
 	labels   map[string]bool
 	loc      *time.Location // nil: the user's
@@ -267,6 +269,14 @@ func New(store Store, cfg *Config) (*Limiter, error) {
 		}
 		if r.MinInterval > 0 {
 			rr.Limit, rr.Window = 1, Rolling(r.MinInterval)
+		}
+		switch rr.Window.calendar {
+		case Day:
+			rr.keep = int64(25 * time.Hour) // a day, and an hour of daylight saving
+		case Week:
+			rr.keep = int64(7*24*time.Hour + time.Hour)
+		default:
+			rr.keep = int64(rr.Window.rolling)
 		}
 		l.rules = append(l.rules, rr)
 	}
@@ -374,16 +384,26 @@ func windowStart(w Window, now time.Time, loc *time.Location) (since, end time.T
 	return day, time.Date(day.Year(), day.Month(), day.Day()+1, 0, 0, 0, 0, loc)
 }
 
-// plan is the checks a subject must pass, with the rule behind each.
-type plan struct {
-	checks []Check
-	rules  []*rule
-	ends   []time.Time
+// planItem is one check a subject must pass: a rule and, for label and
+// automation rules, the label or automation it counts.
+type planItem struct {
+	rule  *rule
+	qual  byte // 'l' (label), 'a' (automation) or 0
+	value string
+	since time.Time
+	end   time.Time // a calendar window's end; zero for a rolling one
 }
 
-func (l *Limiter) plan(s *Subject, now time.Time, loc *time.Location) plan {
-	n := len(l.rules) + len(s.Labels)
-	p := plan{checks: make([]Check, 0, n), rules: make([]*rule, 0, n), ends: make([]time.Time, 0, n)}
+// plan is the checks a subject must pass. Counter keys are built only
+// when a store needs them as strings.
+type plan struct {
+	items []planItem
+}
+
+// plan appends to buf the checks s must pass at now (buf on the caller's
+// stack saves an allocation per reservation).
+func (l *Limiter) plan(buf []planItem, s *Subject, now time.Time, loc *time.Location) plan {
+	p := plan{items: buf[:0]}
 	for i := range l.rules {
 		r := &l.rules[i]
 		if s.Transactional && !r.IncludeTransactional {
@@ -392,36 +412,91 @@ func (l *Limiter) plan(s *Subject, now time.Time, loc *time.Location) plan {
 		if r.channels != nil && !r.channels[s.Channel] {
 			continue
 		}
-		base := r.Name + "|" + s.User
-		if r.PerDevice {
-			base += "|d:" + s.Device
-		}
 		rloc := loc
 		if r.loc != nil {
 			rloc = r.loc
 		}
 		since, end := windowStart(r.Window, now, rloc)
-		add := func(key string) {
-			p.checks = append(p.checks, Check{Key: key, Since: since, Limit: r.Limit})
-			p.rules = append(p.rules, r)
-			p.ends = append(p.ends, end)
-		}
 		switch r.Kind {
 		case Global:
-			add(base)
+			p.items = append(p.items, planItem{rule: r, since: since, end: end})
 		case Label:
 			for _, lb := range s.Labels {
 				if r.labels == nil || r.labels[lb] {
-					add(base + "|l:" + lb)
+					p.items = append(p.items, planItem{rule: r, qual: 'l', value: lb, since: since, end: end})
 				}
 			}
 		case Automation:
 			if s.Automation != "" {
-				add(base + "|a:" + s.Automation)
+				p.items = append(p.items, planItem{rule: r, qual: 'a', value: s.Automation, since: since, end: end})
 			}
 		}
 	}
 	return p
+}
+
+// appendKey appends the counter key of it for s:
+// "rule|user[|d:device][|l:label or |a:automation]".
+func appendKey(b []byte, s *Subject, it *planItem) []byte {
+	b = append(b, it.rule.Name...)
+	b = append(b, '|')
+	b = append(b, s.User...)
+	if it.rule.PerDevice {
+		b = append(b, "|d:"...)
+		b = append(b, s.Device...)
+	}
+	if it.qual != 0 {
+		b = append(b, '|', it.qual, ':')
+		b = append(b, it.value...)
+	}
+	return b
+}
+
+func (p *plan) check(s *Subject, i int) Check {
+	it := &p.items[i]
+	return Check{Key: string(appendKey(nil, s, it)), Since: it.since, Limit: it.rule.Limit}
+}
+
+func (p *plan) checks(s *Subject) []Check {
+	out := make([]Check, len(p.items))
+	for i := range p.items {
+		out[i] = p.check(s, i)
+	}
+	return out
+}
+
+func (p *plan) keys(s *Subject) []string {
+	out := make([]string, len(p.items))
+	for i := range p.items {
+		out[i] = string(appendKey(nil, s, &p.items[i]))
+	}
+	return out
+}
+
+// reserveMemory is Reserve's path to a MemoryStore: keys are built in a
+// scratch buffer and looked up without being allocated, which more than
+// doubles the reservations per second (BENCHMARKS.md).
+func (l *Limiter) reserveMemory(ctx context.Context, ms *MemoryStore, id string, s *Subject, p *plan, now time.Time) (int, error) {
+	var kbuf [256]byte
+	var cbuf [6]memCheck
+	if len(p.items) > len(cbuf) {
+		return ms.Reserve(ctx, id, p.checks(s), now, now.Add(l.cfg.Lease))
+	}
+	kb := kbuf[:0]
+	shard := ms.userShard(s.User)
+	for i := range p.items {
+		it := &p.items[i]
+		start := len(kb)
+		kb = appendKey(kb, s, it)
+		cbuf[i] = memCheck{
+			bkey:  kb[start:len(kb):len(kb)], // later appends never write here
+			shard: shard,
+			since: it.since.UnixNano(),
+			limit: it.rule.Limit,
+			keep:  it.rule.keep,
+		}
+	}
+	return ms.reserve(ctx, id, shard, cbuf[:len(p.items)], now.UnixNano(), now.Add(l.cfg.Lease).UnixNano())
 }
 
 // Reserve decides whether s may be sent at now and, if so, takes a slot in
@@ -441,31 +516,34 @@ func (l *Limiter) Reserve(ctx context.Context, s Subject, now time.Time) (Decisi
 		}
 		return Decision{CappedBy: "quiet hours", DeferUntil: until}, nil
 	}
-	p := l.plan(&s, now, loc)
-	if len(p.checks) == 0 {
+	var buf [6]planItem
+	p := l.plan(buf[:], &s, now, loc)
+	if len(p.items) == 0 {
 		return Decision{Allowed: true}, nil
 	}
 	id := l.newID(s.User)
-	failed, err := l.store.Reserve(ctx, id, p.checks, now, now.Add(l.cfg.Lease))
+	var failed int
+	if ms, ok := l.store.(*MemoryStore); ok {
+		failed, err = l.reserveMemory(ctx, ms, id, &s, &p, now)
+	} else {
+		failed, err = l.store.Reserve(ctx, id, p.checks(&s), now, now.Add(l.cfg.Lease))
+	}
 	if err != nil {
-		return l.storeDown(ctx, id, p, now, err)
+		return l.storeDown(ctx, id, &s, &p, now, err)
 	}
 	if failed < 0 {
 		return Decision{Allowed: true, Reservation: id}, nil
 	}
-	d := Decision{CappedBy: p.rules[failed].Name}
-	d.DeferUntil = l.nextFree(ctx, p.checks[failed], p.rules[failed], p.ends[failed])
+	it := &p.items[failed]
+	d := Decision{CappedBy: it.rule.Name}
+	d.DeferUntil = l.nextFree(ctx, p.check(&s, failed), it.rule, it.end)
 	return d, nil
 }
 
-func (l *Limiter) storeDown(ctx context.Context, id string, p plan, now time.Time, cause error) (Decision, error) {
+func (l *Limiter) storeDown(ctx context.Context, id string, s *Subject, p *plan, now time.Time, cause error) (Decision, error) {
 	l.cfg.Logger.Warn("capping: store unavailable", "policy", l.cfg.OnStoreDown, "err", cause)
 	if l.cfg.OnStoreDown == AllowAndJournal {
-		keys := make([]string, len(p.checks))
-		for i, c := range p.checks {
-			keys[i] = c.Key
-		}
-		if err := l.cfg.Journal.Append(ctx, JournalEntry{ID: id, Keys: keys, At: now}); err == nil {
+		if err := l.cfg.Journal.Append(ctx, JournalEntry{ID: id, Keys: p.keys(s), At: now}); err == nil {
 			return Decision{Allowed: true, Journaled: true}, nil
 		}
 	}
@@ -544,15 +622,11 @@ func (l *Limiter) Reconcile(ctx context.Context, sends []Send) error {
 		if err != nil {
 			return err
 		}
-		p := l.plan(&s.Subject, s.At, loc)
-		if len(p.checks) == 0 {
+		p := l.plan(nil, &s.Subject, s.At, loc)
+		if len(p.items) == 0 {
 			continue
 		}
-		keys := make([]string, len(p.checks))
-		for i, c := range p.checks {
-			keys[i] = c.Key
-		}
-		if err := l.store.Add(ctx, s.ID, keys, s.At); err != nil {
+		if err := l.store.Add(ctx, s.ID, p.keys(&s.Subject), s.At); err != nil {
 			return err
 		}
 	}
@@ -586,16 +660,18 @@ func (l *Limiter) Usage(ctx context.Context, s Subject, now time.Time) ([]Usage,
 	if err != nil {
 		return nil, err
 	}
-	p := l.plan(&s, now, loc)
-	out := make([]Usage, 0, len(p.checks))
-	for i, c := range p.checks {
+	var buf [6]planItem
+	p := l.plan(buf[:], &s, now, loc)
+	out := make([]Usage, 0, len(p.items))
+	for i := range p.items {
+		c, r := p.check(&s, i), p.items[i].rule
 		slots, err := l.store.Slots(ctx, c.Key, c.Since)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrStoreDown, err)
 		}
-		u := Usage{Rule: p.rules[i].Name, Key: c.Key, Count: len(slots), Limit: c.Limit}
+		u := Usage{Rule: r.Name, Key: c.Key, Count: len(slots), Limit: c.Limit}
 		if len(slots) >= c.Limit {
-			u.NextFree = l.nextFree(ctx, c, p.rules[i], p.ends[i])
+			u.NextFree = l.nextFree(ctx, c, r, p.items[i].end)
 		}
 		out = append(out, u)
 	}
@@ -614,6 +690,23 @@ func (l *Limiter) Rules() []string {
 // newID makes a reservation ID that names its user after a "|", so stores
 // can place it with the user's counters.
 func (l *Limiter) newID(user string) string {
+	b, _ := l.idBlocks.Get().(*idBlock)
+	if b == nil {
+		b = new(idBlock)
+	}
+	if b.next == b.end {
+		b.end = l.idSeq.Add(idBlockSize)
+		b.next = b.end - idBlockSize
+	}
+	n := b.next
+	b.next++
+	l.idBlocks.Put(b)
 	var buf [20]byte
-	return l.idPrefix + string(strconv.AppendUint(buf[:0], l.idSeq.Add(1), 36)) + "|" + user
+	return l.idPrefix + string(strconv.AppendUint(buf[:0], n, 36)) + "|" + user
 }
+
+// idBlock is a range of reservation sequence numbers one goroutine takes
+// from at a time (a block dropped by the pool leaves a gap, no repeat).
+type idBlock struct{ next, end uint64 }
+
+const idBlockSize = 256

@@ -2,70 +2,124 @@ package capping
 
 import (
 	"context"
-	"errors"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
-// MemoryStore keeps counters in memory, sharded by the user in each key
-// ("rule|user|...") so reservations for different users proceed in
-// parallel; a reservation locks the shards of all its keys (usually one).
+// MemoryStore keeps counters in memory. It is sharded by user: the
+// counters of a user ("rule|user|...") and the reservations the Limiter
+// makes for that user ("…|user") live in one shard, so a reservation
+// usually takes one lock, and different users proceed in parallel.
+//
+// A counter is a slice of (time, token) pairs, oldest first; a check drops
+// the pairs before its window, so it touches only the live end. A pending
+// slot carries its reservation's token, a committed one zero. Counters
+// without slots and reservations long past their lease are swept as the
+// store is used, so idle users cost nothing.
 type MemoryStore struct {
 	seed   maphash.Seed
 	shards [64]memShard
-	res    [64]resShard
 	closed sync.Once
 	done   chan struct{}
 }
 
 var _ Store = (*MemoryStore)(nil)
 
+// sweepEvery is how many reservations a shard takes between two sweeps.
+const sweepEvery = 1 << 14
+
 type memShard struct {
 	mu       sync.Mutex
+	idx      int // in MemoryStore.shards
 	counters map[string]*counter
-}
-
-type resShard struct {
-	mu  sync.Mutex
-	res map[string]*memRes
+	res      map[string]memRes
+	seq      uint64 // token sequence
+	ops      int    // reservations since the last sweep
+	_        [64]byte
 }
 
 type counter struct {
-	slots []memSlot // sorted by at
+	// all[head:] are the slots, sorted by at. Dropping old slots moves
+	// head; an insert that finds all full moves the slots back to the
+	// front before growing it, so a counter's memory stays put.
+	all  []memSlot
+	head int
+	// window is the longest span between a slot and a check's start seen
+	// on this counter: slots older than that matter to no check.
+	window int64
+	added  []memAdded // Add's IDs, for counting each once
 }
 
 type memSlot struct {
-	at      int64
-	id      string
-	pending bool
+	at  int64
+	tok uint64 // the pending reservation's token; 0 once committed
 }
 
+type memAdded struct {
+	id string
+	at int64
+}
+
+// memRes is a pending reservation.
 type memRes struct {
-	keys       []string
-	shards     []int // the shards of keys, sorted, distinct
+	tok        uint64
 	at         int64
 	leaseUntil int64
+	mask       uint64 // the shards of its counters and its own
+	cs         [4]*counter
+	more       []*counter
 }
+
+func (r *memRes) counters(yield func(*counter) bool) {
+	for _, c := range r.cs {
+		if c == nil || !yield(c) {
+			return
+		}
+	}
+	for _, c := range r.more {
+		if !yield(c) {
+			return
+		}
+	}
+}
+
+// memCheck is a Check whose key is either a string (from the Store
+// interface) or bytes the Limiter built in a scratch buffer (its fast
+// path: no key is allocated unless a counter is created).
+type memCheck struct {
+	skey  string
+	bkey  []byte
+	shard int // of the key's owner
+	since int64
+	limit int
+	// keep is how long a slot may matter to this key's checks, for the
+	// sweep: the rule's window when the Limiter knows it.
+	keep int64
+}
+
+// keepUnknown is how long the sweep keeps slots of counters reserved
+// through the Store interface, which says where a window starts but not
+// how far back it may reach later (a calendar week: up to 7 days and an
+// hour of daylight saving).
+const keepUnknown = int64(8 * 24 * time.Hour)
 
 // NewMemoryStore returns an empty in-memory store.
 func NewMemoryStore() *MemoryStore {
 	s := &MemoryStore{seed: maphash.MakeSeed(), done: make(chan struct{})}
 	for i := range s.shards {
+		s.shards[i].idx = i
 		s.shards[i].counters = map[string]*counter{}
-		s.res[i].res = map[string]*memRes{}
+		s.shards[i].res = map[string]memRes{}
 	}
 	return s
 }
 
-func (s *MemoryStore) shardIndex(key string) int {
-	return int(maphash.String(s.seed, ownerOf(key)) % uint64(len(s.shards)))
-}
-
-// ownerOf returns the user part of a counter key "rule|user|...", or the
-// whole key.
+// ownerOf returns the user part of a counter key "rule|user|..." or of a
+// reservation ID "…|user", or the whole string.
 func ownerOf(key string) string {
 	i := strings.IndexByte(key, '|')
 	if i < 0 {
@@ -78,50 +132,28 @@ func ownerOf(key string) string {
 	return rest
 }
 
-func (s *MemoryStore) resOf(id string) *resShard {
-	return &s.res[maphash.String(s.seed, id)%uint64(len(s.res))]
-}
-
-// shardsOf returns the distinct shards of keys, sorted (the lock order).
-func (s *MemoryStore) shardsOf(dst []int, keys func(yield func(string) bool)) []int {
-	for k := range keys {
-		i := s.shardIndex(k)
-		if !slices.Contains(dst, i) {
-			dst = append(dst, i)
-		}
+// userShard returns the shard of a user's counters and reservations.
+func (s *MemoryStore) userShard(user string) int {
+	if i := strings.IndexByte(user, '|'); i >= 0 {
+		user = user[:i] // as ownerOf sees it in a key
 	}
-	slices.Sort(dst)
-	return dst
+	return int(maphash.String(s.seed, user) % uint64(len(s.shards)))
 }
 
-func (s *MemoryStore) lock(set []int) {
-	for _, i := range set {
-		s.shards[i].mu.Lock()
+func (s *MemoryStore) shardOf(key string) int {
+	return int(maphash.String(s.seed, ownerOf(key)) % uint64(len(s.shards)))
+}
+
+func (s *MemoryStore) lock(mask uint64) {
+	for m := mask; m != 0; m &= m - 1 {
+		s.shards[bits.TrailingZeros64(m)].mu.Lock()
 	}
 }
 
-func (s *MemoryStore) unlock(set []int) {
-	for _, i := range set {
-		s.shards[i].mu.Unlock()
+func (s *MemoryStore) unlock(mask uint64) {
+	for m := mask; m != 0; m &= m - 1 {
+		s.shards[bits.TrailingZeros64(m)].mu.Unlock()
 	}
-}
-
-// lockKeys locks the shards of keys in index order and returns the unlock.
-func (s *MemoryStore) lockKeys(keys func(yield func(string) bool)) func() {
-	var idx [4]int
-	set := s.shardsOf(idx[:0], keys)
-	s.lock(set)
-	return func() { s.unlock(set) }
-}
-
-func (s *MemoryStore) counter(key string, create bool) *counter {
-	sh := &s.shards[s.shardIndex(key)]
-	c := sh.counters[key]
-	if c == nil && create {
-		c = &counter{}
-		sh.counters[key] = c
-	}
-	return c
 }
 
 func (s *MemoryStore) check(ctx context.Context) error {
@@ -135,146 +167,219 @@ func (s *MemoryStore) check(ctx context.Context) error {
 
 // Reserve implements Store.
 func (s *MemoryStore) Reserve(ctx context.Context, id string, checks []Check, at, leaseUntil time.Time) (int, error) {
+	var buf [4]memCheck
+	mc := buf[:0]
+	a := at.UnixNano()
+	for _, c := range checks {
+		since := c.Since.UnixNano()
+		mc = append(mc, memCheck{skey: c.Key, shard: s.shardOf(c.Key), since: since, limit: c.Limit, keep: max(a-since, keepUnknown)})
+	}
+	return s.reserve(ctx, id, s.shardOf(id), mc, a, leaseUntil.UnixNano())
+}
+
+// reserve takes a slot in every check's counter or none; the reservation
+// lives in shard home.
+func (s *MemoryStore) reserve(ctx context.Context, id string, homeShard int, checks []memCheck, at, leaseUntil int64) (int, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
 	if len(checks) == 0 {
 		return -1, nil
 	}
-	set := s.shardsOf(make([]int, 0, 2), func(yield func(string) bool) {
-		for i := range checks {
-			if !yield(checks[i].Key) {
-				return
-			}
-		}
-	})
-	s.lock(set)
-	a := at.UnixNano()
-	var cbuf [8]*counter
+	home := &s.shards[homeShard]
+	mask := uint64(1) << homeShard
+	for i := range checks {
+		mask |= 1 << checks[i].shard
+	}
+	s.lock(mask)
+	defer s.unlock(mask)
+	if _, dup := home.res[id]; dup {
+		// The same ID twice would make the first unreachable; refuse
+		// nothing, count nothing twice: the caller retried a call that
+		// had succeeded.
+		return -1, nil
+	}
+	var cbuf [4]*counter
 	cs := cbuf[:0]
 	for i := range checks {
-		c := s.counter(checks[i].Key, true)
+		c := s.counter(&checks[i])
 		cs = append(cs, c)
-		lo := lowerBound(c.slots, checks[i].Since.UnixNano())
-		if lo > 0 && lo >= len(c.slots)/4 {
-			c.slots = append(c.slots[:0], c.slots[lo:]...) // forget what no window sees
-			lo = 0
-		}
-		if len(c.slots)-lo >= checks[i].Limit {
-			s.unlock(set)
+		c.drop(checks[i].since)
+		c.window = max(c.window, checks[i].keep)
+		if len(c.all)-c.head >= checks[i].limit {
 			return i, nil
 		}
 	}
-	keys := make([]string, len(checks))
-	for i := range checks {
-		keys[i] = checks[i].Key
-		cs[i].insert(memSlot{at: a, id: id, pending: true})
+	home.seq++
+	// Tokens are unique in the store and never 0: (sequence, shard) + 1.
+	r := memRes{tok: (home.seq<<6 | uint64(homeShard)) + 1, at: at, leaseUntil: leaseUntil, mask: mask}
+	for i, c := range cs {
+		c.insert(memSlot{at: at, tok: r.tok})
+		if i < len(r.cs) {
+			r.cs[i] = c
+		} else {
+			r.more = append(r.more, c)
+		}
 	}
-	s.unlock(set)
-	rs := s.resOf(id)
-	rs.mu.Lock()
-	rs.res[id] = &memRes{keys: keys, shards: set, at: a, leaseUntil: leaseUntil.UnixNano()}
-	rs.mu.Unlock()
+	home.res[id] = r
+	if home.ops++; home.ops >= max(sweepEvery, len(home.counters)) {
+		s.sweep(home, at)
+	}
 	return -1, nil
 }
 
-func lowerBound(slots []memSlot, at int64) int {
-	lo, hi := 0, len(slots)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if slots[m].at < at {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+// counter returns the counter of a check's key, made if missing, in a
+// shard the caller holds.
+func (s *MemoryStore) counter(mc *memCheck) *counter {
+	sh := &s.shards[mc.shard]
+	var c *counter
+	if mc.bkey != nil {
+		c = sh.counters[string(mc.bkey)] // no allocation for the lookup
+	} else {
+		c = sh.counters[mc.skey]
 	}
-	return lo
+	if c == nil {
+		c = &counter{}
+		// A copy either way, so the check's memory stays the caller's
+		// (the Limiter's key buffer lives on its stack).
+		key := strings.Clone(mc.skey)
+		if mc.bkey != nil {
+			key = string(mc.bkey)
+		}
+		sh.counters[key] = c
+	}
+	return c
+}
+
+// drop forgets the slots before since.
+func (c *counter) drop(since int64) {
+	n := c.head
+	for n < len(c.all) && c.all[n].at < since {
+		n++
+	}
+	if n == c.head {
+		return
+	}
+	if n == len(c.all) {
+		c.all, c.head = c.all[:0], 0
+	} else {
+		c.head = n
+	}
+	if len(c.added) > 0 {
+		c.added = slices.DeleteFunc(c.added, func(a memAdded) bool { return a.at < since })
+	}
 }
 
 func (c *counter) insert(sl memSlot) {
-	n := len(c.slots)
-	if n == 0 || c.slots[n-1].at <= sl.at {
-		c.slots = append(c.slots, sl)
+	if len(c.all) == cap(c.all) && c.head > 0 {
+		n := copy(c.all, c.all[c.head:])
+		c.all, c.head = c.all[:n], 0
+	}
+	n := len(c.all)
+	if n == c.head || c.all[n-1].at <= sl.at {
+		c.all = append(c.all, sl)
 		return
 	}
-	i := lowerBound(c.slots, sl.at+1)
-	c.slots = slices.Insert(c.slots, i, sl)
+	i, _ := slices.BinarySearchFunc(c.all[c.head:], sl.at+1, func(x memSlot, at int64) int {
+		return cmpInt(x.at, at)
+	})
+	c.all = slices.Insert(c.all, c.head+i, sl)
 }
 
-func (c *counter) find(id string, at int64) int {
-	for i := lowerBound(c.slots, at); i < len(c.slots) && c.slots[i].at == at; i++ {
-		if c.slots[i].id == id {
+// find returns the index of the slot of token tok at at, or -1.
+func (c *counter) find(tok uint64, at int64) int {
+	for i := len(c.all) - 1; i >= c.head && c.all[i].at >= at; i-- {
+		if c.all[i].tok == tok {
 			return i
 		}
 	}
 	return -1
 }
 
-// take removes reservation id from its shard.
-func (s *MemoryStore) take(id string, now int64, mustHoldLease bool) (*memRes, error) {
-	rs := s.resOf(id)
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	r := rs.res[id]
-	if r == nil {
-		return nil, ErrUnknownReservation
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	delete(rs.res, id)
-	if mustHoldLease && now >= r.leaseUntil {
-		return r, ErrLeaseExpired
-	}
-	return r, nil
+	return 0
 }
 
-// commit marks r's slots committed.
-func (s *MemoryStore) commit(id string, r *memRes) {
-	s.lock(r.shards)
-	defer s.unlock(r.shards)
-	for _, k := range r.keys {
-		if c := s.counter(k, false); c != nil {
-			if i := c.find(id, r.at); i >= 0 {
-				c.slots[i].pending = false
-			}
+// settle removes reservation id and commits its slots, or, with release
+// and its lease holding at now, removes them.
+func (s *MemoryStore) settle(ctx context.Context, id string, release bool, now int64) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	home := &s.shards[s.shardOf(id)]
+	home.mu.Lock()
+	r, ok := home.res[id]
+	if !ok {
+		home.mu.Unlock()
+		return ErrUnknownReservation
+	}
+	self := uint64(1) << home.idx
+	if r.mask != self {
+		// Counters in other shards: take every lock in order and look again.
+		home.mu.Unlock()
+		s.lock(r.mask)
+		defer s.unlock(r.mask)
+		if r, ok = home.res[id]; !ok {
+			return ErrUnknownReservation
+		}
+	} else {
+		defer home.mu.Unlock()
+	}
+	delete(home.res, id)
+	expired := release && now >= r.leaseUntil
+	for c := range r.counters {
+		i := c.find(r.tok, r.at)
+		switch {
+		case i < 0: // dropped from the window already
+		case release && !expired:
+			c.all = slices.Delete(c.all, i, i+1)
+		default:
+			c.all[i].tok = 0
 		}
 	}
+	if expired {
+		return ErrLeaseExpired
+	}
+	return nil
 }
 
 // Commit implements Store.
 func (s *MemoryStore) Commit(ctx context.Context, id string) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	r, err := s.take(id, 0, false)
-	if err != nil {
-		return err
-	}
-	s.commit(id, r)
-	return nil
+	return s.settle(ctx, id, false, 0)
 }
 
 // Release implements Store.
 func (s *MemoryStore) Release(ctx context.Context, id string, now time.Time) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	r, err := s.take(id, now.UnixNano(), true)
-	if errors.Is(err, ErrLeaseExpired) {
-		s.commit(id, r) // counts as sent
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	s.lock(r.shards)
-	defer s.unlock(r.shards)
-	for _, k := range r.keys {
-		if c := s.counter(k, false); c != nil {
-			if i := c.find(id, r.at); i >= 0 {
-				c.slots = slices.Delete(c.slots, i, i+1)
+	return s.settle(ctx, id, true, now.UnixNano())
+}
+
+// sweep forgets, in a shard the caller holds, the slots no check can see
+// any more, the counters left empty, and the reservations whose lease
+// ended more than a lease ago (their slots count as sent).
+func (s *MemoryStore) sweep(sh *memShard, now int64) {
+	sh.ops = 0
+	for id, r := range sh.res {
+		if now-r.leaseUntil > r.leaseUntil-r.at && r.mask == uint64(1)<<sh.idx {
+			for c := range r.counters {
+				if i := c.find(r.tok, r.at); i >= 0 {
+					c.all[i].tok = 0
+				}
 			}
+			delete(sh.res, id)
 		}
 	}
-	return nil
+	for k, c := range sh.counters {
+		c.drop(now - c.window)
+		if len(c.all) == c.head && len(c.added) == 0 {
+			delete(sh.counters, k) // no reservation holds it: it has no pending slot
+		}
+	}
 }
 
 // Add implements Store.
@@ -284,12 +389,15 @@ func (s *MemoryStore) Add(ctx context.Context, id string, keys []string, at time
 	}
 	a := at.UnixNano()
 	for _, k := range keys {
-		unlock := s.lockKeys(func(yield func(string) bool) { yield(k) })
-		c := s.counter(k, true)
-		if c.find(id, a) < 0 {
-			c.insert(memSlot{at: a, id: id})
+		sh := &s.shards[s.shardOf(k)]
+		sh.mu.Lock()
+		c := s.counter(&memCheck{skey: k, shard: s.shardOf(k)})
+		c.window = max(c.window, keepUnknown)
+		if !slices.Contains(c.added, memAdded{id: id, at: a}) {
+			c.added = append(c.added, memAdded{id: id, at: a})
+			c.insert(memSlot{at: a})
 		}
-		unlock()
+		sh.mu.Unlock()
 	}
 	return nil
 }
@@ -299,15 +407,19 @@ func (s *MemoryStore) Slots(ctx context.Context, key string, since time.Time) ([
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	unlock := s.lockKeys(func(yield func(string) bool) { yield(key) })
-	defer unlock()
-	c := s.counter(key, false)
+	sh := &s.shards[s.shardOf(key)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c := sh.counters[key]
 	if c == nil {
 		return nil, nil
 	}
 	var out []Slot
-	for _, sl := range c.slots[lowerBound(c.slots, since.UnixNano()):] {
-		out = append(out, Slot{At: time.Unix(0, sl.at).UTC(), Pending: sl.pending})
+	a := since.UnixNano()
+	for _, sl := range c.all[c.head:] {
+		if sl.at >= a {
+			out = append(out, Slot{At: time.Unix(0, sl.at).UTC(), Pending: sl.tok != 0})
+		}
 	}
 	return out, nil
 }
