@@ -31,7 +31,7 @@ import (
 const (
 	crashChildEnv = "HERALD_CRASH_CHILD" // the shared directory
 	crashRoundEnv = "HERALD_CRASH_ROUND"
-	crashModeEnv  = "HERALD_CRASH_MODE" // "work" or "lockprobe"
+	crashModeEnv  = "HERALD_CRASH_MODE" // "work", "track" or "lockprobe"
 )
 
 func crashChild() int {
@@ -46,6 +46,9 @@ func crashChild() int {
 			_ = db.Close()
 		}
 		return 0
+	}
+	if os.Getenv(crashModeEnv) == "track" {
+		return trackChild(dir)
 	}
 	round := os.Getenv(crashRoundEnv)
 	db, err := embedded.Open(path, nil)

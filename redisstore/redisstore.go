@@ -37,6 +37,11 @@ type Config struct {
 	// {prefix}, so they share one cluster slot.
 	Prefix string
 	Logger *slog.Logger
+	// EnqueueFlights is how many enqueue scripts may be in flight at once;
+	// enqueue calls that arrive meanwhile are coalesced into the next
+	// script (see Store.Enqueue). Default 2; negative: no coalescing, one
+	// script per call.
+	EnqueueFlights int
 }
 
 // Store is retry.Store on Redis.
@@ -45,6 +50,7 @@ type Store struct {
 	p      string
 	log    *slog.Logger
 	closed atomic.Bool
+	enq    *coalescer // nil: no coalescing
 }
 
 var _ retry.Store = (*Store)(nil)
@@ -78,6 +84,9 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Store, e
 	d, err := s.Durability(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: reading persistence settings: %w", err)
+	}
+	if c.EnqueueFlights >= 0 {
+		s.enq = &coalescer{s: s, max: cmp.Or(c.EnqueueFlights, 2)}
 	}
 	if !d.Durable {
 		c.Logger.Warn("redisstore: Redis persistence is weaker than herald's promise; acknowledged jobs can be lost in a crash (set appendonly yes and appendfsync always)",
@@ -169,27 +178,39 @@ func (s *Store) run(ctx context.Context, name string, args ...any) (any, error) 
 	return scripts[name].Run(ctx, s.rdb, []string{s.p}, args...).Result()
 }
 
-// Enqueue implements retry.Store: one script for the batch.
-func (s *Store) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, err
+// enqueueNow runs the enqueue script for ops' jobs, in order, and stores
+// each op's results.
+func (s *Store) enqueueNow(ctx context.Context, ops []*enqOp) error {
+	n := 0
+	for _, o := range ops {
+		n += len(o.jobs)
 	}
-	args := []any{us(keysSince), len(jobs)}
-	for _, j := range jobs {
-		args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
-			j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload))
+	args := make([]any, 0, 1+12*n)
+	args = append(args, n)
+	for _, o := range ops {
+		since := us(o.keysSince)
+		for _, j := range o.jobs {
+			args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
+				j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), since)
+		}
 	}
 	v, err := s.run(ctx, "enqueue", args...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	arr := v.([]any)
-	res := make([]retry.EnqueueResult, len(jobs))
-	for i := range jobs {
-		pair := arr[i].([]any)
-		res[i] = retry.EnqueueResult{ID: pair[0].(int64), Duplicate: pair[1].(int64) == 1}
+	arr, _ := v.([]any)
+	if len(arr) != n {
+		return fmt.Errorf("redisstore: enqueue script returned %d results for %d jobs", len(arr), n)
 	}
-	return res, nil
+	for _, o := range ops {
+		o.res = make([]retry.EnqueueResult, len(o.jobs))
+		for i := range o.res {
+			pair := arr[0].([]any)
+			arr = arr[1:]
+			o.res[i] = retry.EnqueueResult{ID: pair[0].(int64), Duplicate: pair[1].(int64) == 1}
+		}
+	}
+	return nil
 }
 
 var fields = []string{"kind", "lane", "state", "priority", "run_at", "expires_at", "max_attempts", "attempt",

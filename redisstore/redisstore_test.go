@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -194,4 +198,74 @@ func TestSurvivesRedisCrash(t *testing.T) {
 	require.NoError(t, err)
 	drop := func() { _ = c.ClientKillByFilter(ctx, "TYPE", "normal").Err() }
 	multiproc.Survive(t, q, 3000, map[int]func(){300: drop, 1200: multiproc.Shell(t, cmd)})
+}
+
+// evalCounter counts the scripts a client sends.
+type evalCounter struct{ n atomic.Int64 }
+
+func (*evalCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (e *evalCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			e.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (*evalCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Concurrent enqueue calls share scripts (the coalescer), and each call
+// still gets its own jobs: payloads land under the IDs returned to their
+// caller, and a key used by several calls makes one job.
+func TestConcurrentEnqueuesAreCoalescedAndKeepTheirOwnResults(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	var scripts evalCounter
+	c.AddHook(&scripts)
+	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: newPrefix(t, c), EnqueueFlights: 1})
+	require.NoError(t, err)
+	q, err := retry.New(s, nil)
+	require.NoError(t, err)
+	const producers, each = 16, 40
+	var mu sync.Mutex
+	got := map[int64]string{} // ID -> payload its caller sent
+	shared := map[int64]bool{}
+	var wg sync.WaitGroup
+	for w := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				p := retry.EnqueueParams{Kind: "k", Payload: fmt.Appendf(nil, "w%d-%d", w, i)}
+				if i%10 == 0 {
+					p.IdempotencyKey = fmt.Sprint("shared-", i) // every producer sends these keys
+				}
+				res, err := q.Enqueue(ctx, p)
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				if p.IdempotencyKey != "" {
+					shared[res.ID] = true
+				} else {
+					assert.NotContains(t, got, res.ID, "an ID given to two calls")
+					got[res.ID] = string(p.Payload)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, shared, each/10, "one job per shared key, whoever's script carried it")
+	require.Len(t, got, producers*(each-each/10))
+	for id, payload := range got {
+		j, err := s.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, payload, string(j.Payload), "job %d holds another call's payload", id)
+	}
+	calls := int64(producers * each)
+	require.Less(t, scripts.n.Load(), calls, "%d scripts for %d concurrent calls: nothing was coalesced", scripts.n.Load(), calls)
+	t.Logf("%d enqueue calls in %d scripts", calls, scripts.n.Load())
 }

@@ -1,12 +1,16 @@
 --@@ enqueue
--- ARGV: keysSince, n, then per job: kind lane state priority run_at expires_at max_attempts idem_key created_at updated_at payload
-local since = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
+-- ARGV: n, then per job: kind lane state priority run_at expires_at max_attempts idem_key created_at updated_at payload keys_since
+local n = tonumber(ARGV[1])
 local out = {}
+local seenLane, seenPrio = {}, {}
+-- IDs for the whole call in one write (a duplicate leaves a gap: IDs are
+-- unique, not dense).
+local nextID = redis.call('INCRBY', p .. 'seq', n) - n
 for i = 0, n - 1 do
-  local b = 3 + i * 11
+  local b = 2 + i * 12
   local kind, lane, state, prio, runat = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4]
   local expires, maxatt, key, created, updated, payload = ARGV[b+5], ARGV[b+6], ARGV[b+7], ARGV[b+8], ARGV[b+9], ARGV[b+10]
+  local since = tonumber(ARGV[b+11])
   local dup = nil
   if key ~= '' then
     local v = redis.call('HGET', p .. 'keys', key)
@@ -19,12 +23,34 @@ for i = 0, n - 1 do
   if dup then
     out[#out + 1] = {dup, 1}
   else
-    local id = redis.call('INCR', p .. 'seq')
-    redis.call('HSET', job(id), 'kind', kind, 'lane', lane, 'state', state, 'priority', prio, 'run_at', runat,
-      'expires_at', expires, 'max_attempts', maxatt, 'attempt', 0, 'lease_token', 0, 'lease_until', 0,
-      'idem_key', key, 'last_error', '', 'created_at', created, 'updated_at', updated, 'finished_at', 0, 'payload', payload)
-    index(id)
-    redis.call('SADD', p .. 'lanes', lane)
+    nextID = nextID + 1
+    local id = nextID
+    -- Fields at their zero value (attempt, lease, error, finish time; no
+    -- expiry or key) are left out: readers treat a missing field as zero,
+    -- and every field fewer is less work for the server and the AOF.
+    local f = {'kind', kind, 'lane', lane, 'state', state, 'priority', prio, 'run_at', runat,
+      'max_attempts', maxatt, 'created_at', created, 'updated_at', updated, 'payload', payload}
+    if expires ~= '0' then f[#f + 1] = 'expires_at'; f[#f + 1] = expires end
+    if key ~= '' then f[#f + 1] = 'idem_key'; f[#f + 1] = key end
+    redis.call('HSET', job(id), unpack(f))
+    -- Index from the values in hand (index() would read them back); the
+    -- lane and priority sets once per script, not once per job.
+    if state == '1' then
+      redis.call('ZADD', p .. 'ready:' .. lane .. ':' .. prio, runat, pad(id))
+      local lp = lane .. ':' .. prio
+      if not seenPrio[lp] then
+        redis.call('ZADD', p .. 'prios:' .. lane, -tonumber(prio), prio)
+        seenPrio[lp] = true
+      end
+    elseif state == '2' then
+      redis.call('ZADD', p .. 'sched:' .. lane, runat, id)
+    else
+      index(id)
+    end
+    if not seenLane[lane] then
+      redis.call('SADD', p .. 'lanes', lane)
+      seenLane[lane] = true
+    end
     if key ~= '' then
       redis.call('HSET', p .. 'keys', key, id .. ':' .. created)
       redis.call('ZADD', p .. 'keytime', created, key)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,19 @@ type OutboxConfig struct {
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Instance names this outbox's liveness marks in the store: one
+	// running outbox per name. Outboxes on a shared store (PostgreSQL)
+	// need one name each, stable across restarts (a host or pod name), for
+	// a crash to be detected. Default "default".
+	Instance string
+	// Heartbeat is how often the outbox records that it is alive and up
+	// to when everything tracked is in the journal. Default 1s.
+	Heartbeat time.Duration
 }
+
+// livenessPrefix starts the names under which outboxes keep their
+// liveness marks in the store's cursor table; sinks may not use it.
+const livenessPrefix = "herald.outbox/"
 
 // Outbox is the durable journal in front of the sinks. It is safe for
 // concurrent use.
@@ -67,6 +80,13 @@ type Outbox struct {
 	lost    *Gap // events dropped, not yet recorded as a gap
 	status  map[string]*SinkStatus
 	pending atomic.Int64 // events buffered, not yet appended
+
+	// durableAt: everything tracked before it is in the journal (the
+	// liveness goroutine's; read by Close after it stopped).
+	durableAt time.Time
+	// checked: the previous run's marks were examined (and a crash gap
+	// recorded if there was one), so this run may overwrite them.
+	checked atomic.Bool
 }
 
 // SinkStatus is a sink's progress.
@@ -96,6 +116,8 @@ func NewOutbox(store Store, cfg *OutboxConfig) (*Outbox, error) {
 	c.BatchSize = cmp.Or(c.BatchSize, 500)
 	c.PollInterval = cmp.Or(c.PollInterval, 100*time.Millisecond)
 	c.MaxBackoff = cmp.Or(c.MaxBackoff, 30*time.Second)
+	c.Instance = cmp.Or(c.Instance, "default")
+	c.Heartbeat = cmp.Or(c.Heartbeat, time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,6 +129,9 @@ func NewOutbox(store Store, cfg *OutboxConfig) (*Outbox, error) {
 		if s == nil || s.Name() == "" || names[s.Name()] {
 			return nil, errors.New("tracking: OutboxConfig.Sinks: every sink needs a distinct, non-empty name")
 		}
+		if strings.HasPrefix(s.Name(), livenessPrefix) {
+			return nil, fmt.Errorf("tracking: OutboxConfig.Sinks: sink name %q: the prefix %q is reserved", s.Name(), livenessPrefix)
+		}
 		names[s.Name()] = true
 	}
 	o.in = make(chan Event, c.Buffer)
@@ -114,8 +139,10 @@ func NewOutbox(store Store, cfg *OutboxConfig) (*Outbox, error) {
 	o.done = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel
-	o.wg.Add(1)
+	o.durableAt = c.Now() // nothing of this run is buffered yet
+	o.wg.Add(2)
 	go o.appender(ctx)
+	go o.liveness(ctx)
 	for _, s := range c.Sinks {
 		n := make(chan struct{}, 1)
 		o.notify = append(o.notify, n)
@@ -141,10 +168,13 @@ func (o *Outbox) Track(_ context.Context, events ...Event) error {
 		return ErrBufferFull
 	}
 	for i, e := range events {
+		// Counted before it is buffered, so "nothing pending" really means
+		// every event tracked so far is in the journal (see liveness).
+		o.pending.Add(1)
 		select {
 		case o.in <- e:
-			o.pending.Add(1)
 		default:
+			o.pending.Add(-1)
 			o.noteLost(events[i:], "outbox buffer full")
 			return ErrBufferFull
 		}
@@ -435,5 +465,6 @@ func (o *Outbox) Close(ctx context.Context) error {
 	gctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	o.recordLost(gctx)
+	o.markClosed(gctx)
 	return flushErr
 }

@@ -13,8 +13,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,9 @@ var (
 	jobs      = flag.Int("jobs", 50_000, "jobs for the end-to-end scenario")
 	enqJobs   = flag.Int("enqueue-jobs", 20_000, "jobs for the 16-producer enqueue scenario")
 	rounds    = flag.Int("rounds", 3, "interleaved rounds")
+	only      = flag.String("only", "", "run only the systems whose name contains this (postgres, redis, herald, ...)")
+	flights   = flag.Int("redis-flights", 0, "redisstore.Config.EnqueueFlights (0: the default)")
+	scenario  = flag.String("scenario", "", "run only the scenarios whose name contains this (enqueue, end-to-end)")
 )
 
 type result struct {
@@ -83,11 +88,20 @@ func run(ctx context.Context) error {
 	}
 	var results []result
 	for r := 1; r <= *rounds; r++ {
+		// A new order each round, so no system always runs first (or
+		// right after another's cleanup) on a machine whose speed drifts.
+		mrand.Shuffle(len(systems), func(i, j int) { systems[i], systems[j] = systems[j], systems[i] })
 		for _, s := range systems {
+			if !strings.Contains(s.name, *only) {
+				continue
+			}
 			for _, sc := range []struct {
 				name string
 				fn   func() (float64, error)
 			}{{"enqueue, 16 producers", s.enq}, {fmt.Sprintf("end-to-end, %d jobs, concurrency 16", *jobs), s.e2e}} {
+				if !strings.Contains(sc.name, *scenario) {
+					continue
+				}
 				rate, err := sc.fn()
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", s.name, sc.name, err)
@@ -146,7 +160,7 @@ func heraldRedis(ctx context.Context, rdb *redis.Client, e2e bool) (float64, err
 			keys = keys[n:]
 		}
 	}()
-	s, err := redisstore.New(ctx, rdb, &redisstore.Config{Prefix: prefix})
+	s, err := redisstore.New(ctx, rdb, &redisstore.Config{Prefix: prefix, EnqueueFlights: *flights})
 	if err != nil {
 		return 0, err
 	}
@@ -302,7 +316,7 @@ func asynqRedis(ctx context.Context, rdb *redis.Client, e2e bool) (float64, erro
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= total {
-					if _, err := client.EnqueueContext(ctx, asynq.NewTask("noop", nil)); err != nil {
+					if _, err := client.EnqueueContext(ctx, asynq.NewTask("noop", bench.Payload)); err != nil {
 						firstErr.CompareAndSwap(nil, err)
 						return
 					}
@@ -316,7 +330,7 @@ func asynqRedis(ctx context.Context, rdb *redis.Client, e2e bool) (float64, erro
 		return float64(total) / time.Since(start).Seconds(), nil
 	}
 	for range total {
-		if _, err := client.EnqueueContext(ctx, asynq.NewTask("noop", nil)); err != nil {
+		if _, err := client.EnqueueContext(ctx, asynq.NewTask("noop", bench.Payload)); err != nil {
 			return 0, err
 		}
 	}
