@@ -18,6 +18,25 @@
 //     sinks that were down, and windows with missing data are recorded and
 //     reported with every rate they touch (package tracking).
 //
+// # Dispatcher
+//
+// Dispatcher composes the parts for a host that wants them all: Send
+// validates a Message (push, email or SMS) at the door, enqueues it
+// durably with its idempotency key and time-to-live, and returns; the
+// queue's workers reserve a capping slot, send through the channel's
+// client, commit or release the slot from the result, track every
+// outcome, and retry or dead-letter.
+//
+//	d, _ := herald.New(&herald.Config{Store: db.Retry(), Push: map[push.Provider]push.Sender{push.APNs: apnsClient},
+//		Email: smtpSender, Limiter: limiter, Tracker: outbox})
+//	_ = d.Start(ctx)
+//	res, err := d.Send(ctx, herald.Message{IdempotencyKey: "order-42-shipped", User: "u1", Transactional: true,
+//		Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{Token: tok, Notification: n}}})
+//	// err wraps ErrInvalid (fix the message) or ErrNotAccepted (retry with the same key)
+//
+// examples/outage replays the seed's outage through a Dispatcher and
+// checks every promise.
+//
 // # Retry
 //
 // Package retry is the durable job queue everything else runs on: Enqueue

@@ -151,6 +151,13 @@ type Sender interface {
 	Send(ctx context.Context, m *Message) (Receipt, error)
 }
 
+// Validator is a Sender that can check a message without sending it, as
+// its Send would before any network call. The clients of push/apns,
+// push/fcm and push/webpush implement it.
+type Validator interface {
+	Validate(m *Message) error
+}
+
 // Gone tells the host that a recipient no longer exists for a provider, so
 // it can prune the token or subscription.
 type Gone struct {

@@ -237,6 +237,14 @@ func (c *Client) bearer() string {
 	return *c.current.Load()
 }
 
+// Validate checks m as Send would before any network call (token,
+// payload, size, headers), so a host can refuse a bad message at the
+// door. It implements push.Validator.
+func (c *Client) Validate(m *push.Message) error {
+	_, err := c.Build(m)
+	return err
+}
+
 // Send implements push.Sender.
 func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
 	n, err := c.Build(m)

@@ -293,7 +293,9 @@ func TestBadInputIsRefusedBeforeTheNetwork(t *testing.T) {
 	for _, tc := range cases {
 		_, err := tc.c.Send(ctx, tc.m)
 		require.ErrorIs(t, err, tc.want, tc.name)
+		require.ErrorIs(t, tc.c.Validate(tc.m), tc.want, "Validate must refuse what Send refuses: %s", tc.name)
 	}
+	require.NoError(t, c.Validate(msg("a")))
 	require.Empty(t, srv.Requests(), "nothing reached APNs")
 	// A VoIP payload may be 5 KB.
 	_, err := c.Send(ctx, &push.Message{Token: pushtest.DeviceToken("a"), Notification: push.Notification{Body: strings.Repeat("a", 4500), APNs: &push.APNsOverride{PushType: "voip"}}})

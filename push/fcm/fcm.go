@@ -110,6 +110,14 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 	return c, nil
 }
 
+// Validate checks m as Send would before any network call (target, token
+// shape, payload size), so a host can refuse a bad message at the door. It
+// implements push.Validator.
+func (c *Client) Validate(m *push.Message) error {
+	_, err := Build(m)
+	return err
+}
+
 // Send implements push.Sender.
 func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
 	fm, err := Build(m)

@@ -218,7 +218,9 @@ func TestBadInputIsRefusedBeforeTheNetwork(t *testing.T) {
 	for _, tc := range cases {
 		_, err := c.Send(ctx, tc.m)
 		require.ErrorIs(t, err, tc.want, tc.name)
+		require.ErrorIs(t, c.Validate(tc.m), tc.want, "Validate must refuse what Send refuses: %s", tc.name)
 	}
+	require.NoError(t, c.Validate(&push.Message{Token: tok, Notification: push.Notification{Body: "ok"}}))
 	require.Empty(t, srv.Requests())
 }
 

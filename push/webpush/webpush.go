@@ -177,6 +177,38 @@ type Subscription struct {
 	} `json:"keys"`
 }
 
+// Validate checks m as Send would before any network call (the
+// subscription, its endpoint against the client's rules — without the DNS
+// lookup Send makes —, the payload and its size), so a host can refuse a
+// bad message at the door. It implements push.Validator.
+func (c *Client) Validate(m *push.Message) error {
+	_, _, _, err := c.check(m)
+	return err
+}
+
+func (c *Client) check(m *push.Message) (*Subscription, []byte, webpushgo.Urgency, error) {
+	sub, err := c.ParseSubscription(m.Token)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	bad := func(kind error, why string) error {
+		return &push.Error{Provider: push.WebPush, Kind: kind, Reason: why, Token: maskEndpoint(sub.Endpoint)}
+	}
+	n := &m.Notification
+	body, err := BuildPayload(n)
+	if err != nil {
+		return nil, nil, "", bad(push.ErrInvalidMessage, err.Error())
+	}
+	if len(body) > MaxPayload {
+		return nil, nil, "", bad(push.ErrPayloadTooLarge, fmt.Sprintf("%d bytes, over the %d that fit one record", len(body), MaxPayload))
+	}
+	urg, err := urgency(n)
+	if err != nil {
+		return nil, nil, "", bad(push.ErrInvalidMessage, err.Error())
+	}
+	return sub, body, urg, nil
+}
+
 // ParseSubscription decodes and checks a subscription's JSON and its
 // endpoint against the client's rules. Errors are *push.Error with
 // ErrInvalidToken or ErrForbiddenEndpoint.
@@ -262,7 +294,7 @@ func urgency(n *push.Notification) (webpushgo.Urgency, error) {
 
 // Send implements push.Sender. m.Token is the subscription's JSON.
 func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
-	sub, err := c.ParseSubscription(m.Token)
+	sub, body, urg, err := c.check(m)
 	if err != nil {
 		return push.Receipt{}, err
 	}
@@ -271,17 +303,6 @@ func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error
 		return &push.Error{Provider: push.WebPush, Kind: kind, Reason: why, Token: masked}
 	}
 	n := &m.Notification
-	body, err := BuildPayload(n)
-	if err != nil {
-		return push.Receipt{}, bad(push.ErrInvalidMessage, err.Error())
-	}
-	if len(body) > MaxPayload {
-		return push.Receipt{}, bad(push.ErrPayloadTooLarge, fmt.Sprintf("%d bytes, over the %d that fit one record", len(body), MaxPayload))
-	}
-	urg, err := urgency(n)
-	if err != nil {
-		return push.Receipt{}, bad(push.ErrInvalidMessage, err.Error())
-	}
 	now := c.cfg.Now()
 	ttl := DefaultTTL
 	if exp := n.ExpiryAt(now); !exp.IsZero() {

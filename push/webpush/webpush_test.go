@@ -190,9 +190,12 @@ func TestBadInputIsRefusedBeforeTheNetwork(t *testing.T) {
 		{"bad urgency", sub, push.Notification{WebPush: &push.WebPushOverride{Urgency: "now!"}}, push.ErrInvalidMessage},
 	}
 	for _, tc := range cases {
-		_, err := f.c.Send(ctx, &push.Message{Token: tc.token, Notification: tc.n})
+		m := &push.Message{Token: tc.token, Notification: tc.n}
+		_, err := f.c.Send(ctx, m)
 		require.ErrorIs(t, err, tc.want, tc.name)
+		require.ErrorIs(t, f.c.Validate(m), tc.want, "Validate must refuse what Send refuses: %s", tc.name)
 	}
+	require.NoError(t, f.c.Validate(&push.Message{Token: sub, Notification: push.Notification{Body: "ok"}}))
 	require.Empty(t, f.srv.Requests())
 }
 

@@ -1,0 +1,597 @@
+package herald
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"time"
+
+	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/push"
+	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/sms"
+	"github.com/heraldhq/herald/tracking"
+)
+
+// Channel is how a message reaches its recipient.
+type Channel string
+
+// Channels.
+const (
+	Push  Channel = "push"
+	Email Channel = "email"
+	SMS   Channel = "sms"
+)
+
+// The lanes a Dispatcher runs: transactional messages never wait behind a
+// campaign's backlog.
+const (
+	LaneTransactional = "transactional"
+	LaneCampaign      = "campaign"
+)
+
+// JobKind is the retry job kind of a message.
+const JobKind = "herald.send"
+
+// Errors of Send, checked with errors.Is.
+var (
+	// ErrInvalid: the message was refused at the door (a *FieldError says
+	// which field and why). Nothing was stored; do not retry as is.
+	ErrInvalid = errors.New("herald: invalid message")
+	// ErrNotAccepted: the store could not make the message durable, so it
+	// was not accepted. Retrying with the same idempotency key is safe.
+	ErrNotAccepted = errors.New("herald: not accepted; retry with the same idempotency key")
+)
+
+// FieldError names the field of a refused message. It wraps ErrInvalid
+// and, when a channel's validation refused it, that channel's error.
+type FieldError struct {
+	Field  string
+	Reason string
+	Err    error // the channel's own error (a *push.Error, *email.Error, ...), if any
+}
+
+func (e *FieldError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("herald: invalid message: %s: %s: %v", e.Field, e.Reason, e.Err)
+	}
+	return fmt.Sprintf("herald: invalid message: %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap returns ErrInvalid and the channel's error.
+func (e *FieldError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrInvalid, e.Err}
+	}
+	return []error{ErrInvalid}
+}
+
+// Message is one message to one recipient on one channel: set exactly one
+// of Push, Email and SMS.
+type Message struct {
+	// IdempotencyKey identifies the message. A second Send with the same
+	// key (within the queue's KeyRetention) returns the first message's
+	// ID and sends nothing, so a caller may retry any failed call. It
+	// also derives the collapse identifiers and the email Message-ID, so a
+	// repeat after a crash replaces the first notification instead of
+	// doubling it. Required.
+	IdempotencyKey string
+
+	// User is the recipient's ID in the host's terms (not an address): the
+	// subject of capping and of tracking events. Required for capping.
+	User string
+	// Device is the recipient's device, for per-device caps.
+	Device string
+	// TimeZone is the user's IANA time zone, for calendar caps and quiet
+	// hours. Default: the limiter's default (UTC).
+	TimeZone string
+	// Transactional messages (receipts, codes, alerts the user asked for)
+	// run in their own lane and are exempt from caps unless a rule
+	// includes them.
+	Transactional bool
+	Campaign      string
+	Automation    string
+	Labels        []string
+
+	// TTL is how long the message stays worth sending: not sent by then,
+	// it is dropped and recorded as expired, never delivered late. Zero:
+	// Config.DefaultTTL.
+	TTL time.Duration
+	// SendAt delays the first attempt. Zero: now.
+	SendAt time.Time
+
+	Push  *PushMessage   `json:",omitempty"`
+	Email *email.Message `json:",omitempty"`
+	SMS   *sms.Message   `json:",omitempty"`
+}
+
+// PushMessage is a push notification and the provider that carries it.
+type PushMessage struct {
+	Provider push.Provider
+	push.Message
+}
+
+// Channel returns the message's channel, or "" when not exactly one is set.
+func (m *Message) Channel() Channel {
+	var c Channel
+	n := 0
+	if m.Push != nil {
+		c, n = Push, n+1
+	}
+	if m.Email != nil {
+		c, n = Email, n+1
+	}
+	if m.SMS != nil {
+		c, n = SMS, n+1
+	}
+	if n != 1 {
+		return ""
+	}
+	return c
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	// Store holds the queue: embedded.Open(path).Retry(), a PostgreSQL or
+	// Redis store, or retry.NewMemoryStore() in tests. Required.
+	Store retry.Store
+	// Queue tunes the queue. Its Lanes default to LaneTransactional (16
+	// workers) and LaneCampaign (8 workers); a Lanes map given here must
+	// have both. Its Observer, if any, is called after the dispatcher's.
+	Queue retry.Config
+
+	// The channels' senders; a message on a channel without one is
+	// refused at Send.
+	Push  map[push.Provider]push.Sender
+	Email email.Sender
+	SMS   sms.Sender
+
+	// Limiter caps marketing pressure at the send path. Optional.
+	Limiter *capping.Limiter
+	// DeferCapped makes a message refused by a full cap wait for a free
+	// slot (within its TTL) instead of being dropped and recorded as
+	// capped. Quiet hours and a capping store outage always defer.
+	DeferCapped bool
+	// Tracker records what happens to every message (a tracking.Outbox).
+	// Optional.
+	Tracker tracking.Tracker
+
+	// DefaultTTL applies to messages without a TTL. Default 4 hours.
+	DefaultTTL time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Dispatcher composes the parts: Send validates a message and enqueues it
+// durably; the queue's workers check its expiry, reserve a capping slot,
+// send it, track the outcome, commit or release the slot, and retry or
+// dead-letter it.
+type Dispatcher struct {
+	cfg   Config
+	queue *retry.Queue
+	rules map[string]bool // the limiter's rule names
+}
+
+// Result is Send's answer.
+type Result struct {
+	// ID is the message's job ID in the queue.
+	ID int64
+	// Duplicate is true when the idempotency key was already used: ID is
+	// the first message's and nothing new will be sent.
+	Duplicate bool
+}
+
+// New validates cfg and returns a dispatcher; Start runs its workers.
+func New(cfg *Config) (*Dispatcher, error) {
+	if cfg == nil || cfg.Store == nil {
+		return nil, errors.New("herald: New: Config.Store is required (embedded.Open(path).Retry() keeps everything in one local file)")
+	}
+	d := &Dispatcher{cfg: *cfg, rules: map[string]bool{}}
+	c := &d.cfg
+	if c.Limiter != nil {
+		for _, r := range c.Limiter.Rules() {
+			d.rules[r] = true
+		}
+	}
+	c.DefaultTTL = cmp.Or(c.DefaultTTL, 4*time.Hour)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	for p, s := range c.Push {
+		if s == nil {
+			return nil, fmt.Errorf("herald: New: Config.Push[%q] is nil", p)
+		}
+	}
+	qc := c.Queue
+	if qc.Lanes == nil {
+		qc.Lanes = map[string]retry.LaneConfig{LaneTransactional: {Concurrency: 16}, LaneCampaign: {Concurrency: 8}}
+	} else {
+		qc.Lanes = maps.Clone(qc.Lanes)
+		for _, lane := range []string{LaneTransactional, LaneCampaign} {
+			if _, ok := qc.Lanes[lane]; !ok {
+				return nil, fmt.Errorf("herald: New: Config.Queue.Lanes needs the lane %q", lane)
+			}
+		}
+	}
+	if qc.Now == nil {
+		qc.Now = c.Now
+	}
+	if qc.Logger == nil {
+		qc.Logger = c.Logger
+	}
+	hostObserver := qc.Observer
+	qc.Observer = func(e retry.Event) {
+		d.observe(e)
+		if hostObserver != nil {
+			hostObserver(e)
+		}
+	}
+	q, err := retry.New(c.Store, &qc)
+	if err != nil {
+		return nil, fmt.Errorf("herald: New: %w", err)
+	}
+	q.Handle(JobKind, retry.HandlerFunc(d.handle))
+	d.queue = q
+	return d, nil
+}
+
+// Queue returns the dispatcher's queue, for operations: stats, pause and
+// resume a lane, dead letters, requeue.
+func (d *Dispatcher) Queue() *retry.Queue { return d.queue }
+
+// Start runs the workers until Stop.
+func (d *Dispatcher) Start(ctx context.Context) error { return d.queue.Start(ctx) }
+
+// Stop stops taking messages and waits for those in flight until ctx ends
+// (then they are handed back to the queue, unsent or to be retried).
+func (d *Dispatcher) Stop(ctx context.Context) error { return d.queue.Stop(ctx) }
+
+// Send validates m and enqueues it durably. It returns only once the
+// message is on disk (or committed in the shared database): from then on
+// a crash delays it, never drops it. Errors wrap ErrInvalid (fix the
+// message) or ErrNotAccepted (retry with the same key).
+func (d *Dispatcher) Send(ctx context.Context, m Message) (Result, error) {
+	res, err := d.SendBatch(ctx, []Message{m})
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
+}
+
+// SendBatch is Send for many messages in one durable write: all are
+// accepted or none (a refused message's *FieldError names its Field as
+// "[i].Field").
+func (d *Dispatcher) SendBatch(ctx context.Context, ms []Message) ([]Result, error) {
+	now := d.cfg.Now()
+	ps := make([]retry.EnqueueParams, len(ms))
+	for i := range ms {
+		p, err := d.prepare(&ms[i], now)
+		if err != nil {
+			if fe, ok := err.(*FieldError); ok && len(ms) > 1 {
+				fe.Field = "[" + strconv.Itoa(i) + "]." + fe.Field
+			}
+			return nil, err
+		}
+		ps[i] = p
+	}
+	rs, err := d.queue.EnqueueBatch(ctx, ps)
+	if err != nil {
+		if errors.Is(err, retry.ErrInvalidJob) {
+			return nil, &FieldError{Field: "message", Reason: "refused by the queue", Err: err}
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNotAccepted, err)
+	}
+	out := make([]Result, len(rs))
+	for i, r := range rs {
+		out[i] = Result{ID: r.ID, Duplicate: r.Duplicate}
+		if !r.Duplicate {
+			d.track(ctx, &ms[i], r.ID, tracking.Accepted, now, 0, nil)
+		}
+	}
+	return out, nil
+}
+
+// prepare validates m and builds its job.
+func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, error) {
+	bad := func(field, reason string, err error) (retry.EnqueueParams, error) {
+		return retry.EnqueueParams{}, &FieldError{Field: field, Reason: reason, Err: err}
+	}
+	if m.IdempotencyKey == "" {
+		return bad("IdempotencyKey", "required: it is what makes a retried call safe", nil)
+	}
+	if len(m.IdempotencyKey) > 200 {
+		return bad("IdempotencyKey", "over 200 bytes", nil)
+	}
+	if m.TTL < 0 {
+		return bad("TTL", "negative", nil)
+	}
+	if d.cfg.Limiter != nil && !m.Transactional && m.User == "" {
+		return bad("User", "required for capped (non-transactional) messages", nil)
+	}
+	if m.TimeZone != "" {
+		if _, err := time.LoadLocation(m.TimeZone); err != nil {
+			return bad("TimeZone", fmt.Sprintf("unknown time zone %q", m.TimeZone), nil)
+		}
+	}
+	switch m.Channel() {
+	case Push:
+		s := d.cfg.Push[m.Push.Provider]
+		if s == nil {
+			return bad("Push.Provider", fmt.Sprintf("no sender configured for %q", m.Push.Provider), nil)
+		}
+		if m.Push.IdempotencyKey == "" {
+			m.Push.IdempotencyKey = m.IdempotencyKey
+		}
+		if v, ok := s.(push.Validator); ok {
+			if err := v.Validate(&m.Push.Message); err != nil {
+				return bad("Push", "refused by "+string(m.Push.Provider), err)
+			}
+		}
+	case Email:
+		if d.cfg.Email == nil {
+			return bad("Email", "no email sender configured", nil)
+		}
+		if m.Email.IdempotencyKey == "" {
+			m.Email.IdempotencyKey = m.IdempotencyKey
+		}
+		if _, _, err := email.Validate(m.Email, nil); err != nil {
+			return bad("Email", "refused", err)
+		}
+	case SMS:
+		if d.cfg.SMS == nil {
+			return bad("SMS", "no SMS sender configured", nil)
+		}
+		if m.SMS.IdempotencyKey == "" {
+			m.SMS.IdempotencyKey = m.IdempotencyKey
+		}
+		if err := sms.Validate(m.SMS); err != nil {
+			return bad("SMS", "refused", err)
+		}
+	default:
+		return bad("Push/Email/SMS", "set exactly one channel", nil)
+	}
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return bad("message", "cannot be encoded", err)
+	}
+	start := now
+	if m.SendAt.After(now) {
+		start = m.SendAt
+	}
+	lane := LaneCampaign
+	if m.Transactional {
+		lane = LaneTransactional
+	}
+	return retry.EnqueueParams{
+		Kind:           JobKind,
+		Payload:        payload,
+		IdempotencyKey: m.IdempotencyKey,
+		Lane:           lane,
+		RunAt:          m.SendAt,
+		ExpiresAt:      start.Add(cmp.Or(m.TTL, d.cfg.DefaultTTL)),
+	}, nil
+}
+
+// handle runs one attempt of one message.
+func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
+	var m Message
+	if err := json.Unmarshal(job.Payload, &m); err != nil {
+		return retry.Permanent(fmt.Errorf("herald: job %d: undecodable message: %w", job.ID, err))
+	}
+	now := d.cfg.Now()
+	var reservation string
+	if l := d.cfg.Limiter; l != nil && m.User != "" {
+		dec, err := l.Reserve(ctx, capping.Subject{
+			User: m.User, Device: m.Device, TimeZone: m.TimeZone, Channel: string(m.Channel()),
+			Labels: m.Labels, Automation: m.Automation, Transactional: m.Transactional,
+		}, now)
+		if err != nil {
+			return retry.Permanent(err)
+		}
+		if !dec.Allowed {
+			// A full cap drops the message unless DeferCapped; quiet
+			// hours and a store outage defer it. Either way its TTL
+			// bounds the wait: the queue expires it, never sends it late.
+			if dec.Deferred() && (!d.rules[dec.CappedBy] || d.cfg.DeferCapped) {
+				d.track(ctx, &m, job.ID, tracking.Deferred, now, job.Attempt, nil)
+				return retry.Snooze(dec.DeferUntil.Sub(now))
+			}
+			d.track(ctx, &m, job.ID, tracking.Capped, now, job.Attempt, nil)
+			return nil // done: not sent, by a rule
+		}
+		reservation = dec.Reservation
+	}
+	providerID, provider, err := d.deliver(ctx, &m)
+	if err == nil {
+		if reservation != "" {
+			if cerr := d.cfg.Limiter.Commit(ctx, reservation); cerr != nil {
+				d.cfg.Logger.Warn("herald: capping commit failed; the slot counts as sent when its lease ends", "job", job.ID, "err", cerr)
+			}
+		}
+		d.trackSent(ctx, &m, job.ID, provider, providerID, job.Attempt)
+		return nil
+	}
+	if reservation != "" && notSent(err) {
+		if rerr := d.cfg.Limiter.Release(ctx, reservation, d.cfg.Now()); rerr != nil {
+			d.cfg.Logger.Warn("herald: capping release failed", "job", job.ID, "err", rerr)
+		}
+	}
+	// An outcome we cannot know (a timeout after the request left) keeps
+	// the slot: it counts as sent when its lease ends, the safe side.
+	switch {
+	case recipientGone(err):
+		d.track(ctx, &m, job.ID, tracking.RecipientGone, d.cfg.Now(), job.Attempt, err)
+		return retry.Permanent(err)
+	case retryable(err):
+		d.track(ctx, &m, job.ID, tracking.Failed, d.cfg.Now(), job.Attempt, err)
+		return err // the queue retries with backoff, or after the provider's Retry-After
+	default:
+		d.track(ctx, &m, job.ID, tracking.Failed, d.cfg.Now(), job.Attempt, err)
+		return retry.Permanent(err)
+	}
+}
+
+// deliver sends m on its channel.
+func (d *Dispatcher) deliver(ctx context.Context, m *Message) (id, provider string, err error) {
+	switch m.Channel() {
+	case Push:
+		s := d.cfg.Push[m.Push.Provider]
+		if s == nil {
+			return "", "", retry.Permanent(fmt.Errorf("herald: no sender for %q", m.Push.Provider))
+		}
+		r, err := s.Send(ctx, &m.Push.Message)
+		return r.ID, string(m.Push.Provider), err
+	case Email:
+		r, err := d.cfg.Email.Send(ctx, m.Email)
+		return r.MessageID, "", err
+	case SMS:
+		r, err := d.cfg.SMS.Send(ctx, m.SMS)
+		return r.SID, "", err
+	}
+	return "", "", retry.Permanent(errors.New("herald: message has no channel"))
+}
+
+func recipientGone(err error) bool {
+	return errors.Is(err, push.ErrUnregistered) || errors.Is(err, email.ErrRecipientGone) || errors.Is(err, sms.ErrRecipientGone)
+}
+
+func retryable(err error) bool {
+	var pe *push.Error
+	var ee *email.Error
+	var se *sms.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe.Retryable()
+	case errors.As(err, &ee):
+		return email.IsRetryable(err)
+	case errors.As(err, &se):
+		return sms.IsRetryable(err)
+	case retry.IsPermanent(err):
+		return false
+	}
+	return true // a deadline, a network error outside any client
+}
+
+// notSent reports whether err says the provider did not take the message
+// (it answered no, or it was refused before the network), as opposed to
+// an outcome we cannot know (the connection broke after the request).
+func notSent(err error) bool {
+	var pe *push.Error
+	if errors.As(err, &pe) {
+		return pe.Status != 0 || pe.Err == nil
+	}
+	var ee *email.Error
+	if errors.As(err, &ee) {
+		return ee.Code != 0 || ee.Err == nil
+	}
+	var se *sms.Error
+	if errors.As(err, &se) {
+		return se.Status != 0 || se.Err == nil
+	}
+	return false
+}
+
+// observe turns the queue's outcomes that no handler sees into events.
+func (d *Dispatcher) observe(e retry.Event) {
+	if d.cfg.Tracker == nil || e.Job == nil || e.Job.Kind != JobKind {
+		return
+	}
+	var t tracking.Type
+	switch e.Type {
+	case retry.EventExpired:
+		t = tracking.Expired
+	case retry.EventDead:
+		t = tracking.Dead
+	default:
+		return
+	}
+	var m Message
+	if err := json.Unmarshal(e.Job.Payload, &m); err != nil {
+		return
+	}
+	d.track(context.Background(), &m, e.Job.ID, t, cmp.Or(e.At, d.cfg.Now()), e.Job.Attempt, e.Err)
+}
+
+func (d *Dispatcher) trackSent(ctx context.Context, m *Message, id int64, provider, providerID string, attempt int) {
+	if d.cfg.Tracker == nil {
+		return
+	}
+	ev := d.event(m, tracking.Sent, d.cfg.Now(), attempt, nil)
+	ev.ProviderMessageID = providerID
+	if provider != "" {
+		ev.Provider = provider
+	}
+	d.record(ctx, ev)
+}
+
+func (d *Dispatcher) track(ctx context.Context, m *Message, id int64, t tracking.Type, at time.Time, attempt int, err error) {
+	if d.cfg.Tracker == nil {
+		return
+	}
+	d.record(ctx, d.event(m, t, at, attempt, err))
+}
+
+func (d *Dispatcher) record(ctx context.Context, ev tracking.Event) {
+	if err := d.cfg.Tracker.Track(ctx, ev); err != nil {
+		// The outbox has recorded the loss as a gap; never fail a send for it.
+		d.cfg.Logger.Warn("herald: tracking refused an event", "type", ev.Type, "err", err)
+	}
+}
+
+// event builds a tracking event. Its ID is derived from the message, the
+// type and the attempt, so a repeat after a crash is deduplicated.
+func (d *Dispatcher) event(m *Message, t tracking.Type, at time.Time, attempt int, err error) tracking.Event {
+	ev := tracking.Event{
+		ID:         m.IdempotencyKey + "/" + string(t) + "/" + strconv.Itoa(attempt),
+		MessageID:  m.IdempotencyKey,
+		User:       m.User,
+		Device:     m.Device,
+		Channel:    string(m.Channel()),
+		Campaign:   m.Campaign,
+		Automation: m.Automation,
+		Labels:     m.Labels,
+		Type:       t,
+		At:         at,
+		Attempt:    attempt,
+	}
+	if m.Push != nil {
+		ev.Provider = string(m.Push.Provider)
+	}
+	if err != nil {
+		ev.ErrorClass = errorClass(err)
+	}
+	return ev
+}
+
+// errorClass names an error's class for tracking (never its text, which
+// may hold masked addresses the analytics do not need).
+func errorClass(err error) string {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{push.ErrUnregistered, "recipient_gone"}, {email.ErrRecipientGone, "recipient_gone"}, {sms.ErrRecipientGone, "recipient_gone"},
+		{push.ErrRateLimited, "rate_limited"}, {email.ErrRateLimited, "rate_limited"}, {sms.ErrRateLimited, "rate_limited"},
+		{push.ErrUnavailable, "unavailable"}, {email.ErrUnavailable, "unavailable"}, {sms.ErrUnavailable, "unavailable"},
+		{push.ErrAuth, "auth"}, {email.ErrAuth, "auth"}, {sms.ErrAuth, "auth"},
+		{push.ErrInvalidToken, "invalid_recipient"}, {sms.ErrInvalidNumber, "invalid_recipient"},
+		{push.ErrPayloadTooLarge, "too_large"}, {email.ErrTooLarge, "too_large"},
+		{push.ErrInvalidMessage, "invalid_message"}, {email.ErrInvalidMessage, "invalid_message"}, {sms.ErrInvalidMessage, "invalid_message"},
+		{email.ErrRejected, "rejected"}, {sms.ErrRejected, "rejected"},
+		{context.DeadlineExceeded, "timeout"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "other"
+}
