@@ -1,6 +1,7 @@
 package capping
 
 import (
+	"cmp"
 	"context"
 	"hash/maphash"
 	"math/bits"
@@ -281,7 +282,7 @@ func (c *counter) insert(sl memSlot) {
 		return
 	}
 	i, _ := slices.BinarySearchFunc(c.all[c.head:], sl.at+1, func(x memSlot, at int64) int {
-		return cmpInt(x.at, at)
+		return cmp.Compare(x.at, at)
 	})
 	c.all = slices.Insert(c.all, c.head+i, sl)
 }
@@ -294,16 +295,6 @@ func (c *counter) find(tok uint64, at int64) int {
 		}
 	}
 	return -1
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // settle removes reservation id and commits its slots, or, with release

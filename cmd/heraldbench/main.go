@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,21 +158,11 @@ func run(ctx context.Context) error {
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, s := range chosen {
 		rs := results[s.name]
-		slices.SortFunc(rs, func(a, b result) int { return cmpFloat(a.JobsPerS, b.JobsPerS) })
+		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.JobsPerS, b.JobsPerS) })
 		m := rs[len(rs)/2]
 		fmt.Printf("| %s | %d | %.0f | %.0f | %.2f | %.1f | %.0f |\n", s.desc, m.Jobs, m.JobsPerS, m.FsyncsPS, m.JobsPerS/m.FsyncsPS, m.PeakRSSMB, m.DiskMB)
 	}
 	return nil
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func scenarioNames() string {
