@@ -29,12 +29,30 @@ const (
 	SMS   Channel = "sms"
 )
 
-// The lanes a Dispatcher runs: transactional messages never wait behind a
-// campaign's backlog.
-const (
-	LaneTransactional = "transactional"
-	LaneCampaign      = "campaign"
-)
+// Lane returns the queue lane of a message: one per class and route,
+// "transactional.apns", "campaign.email", ... (routes: apns, fcm, webpush,
+// email, sms). Transactional messages never wait behind a campaign's
+// backlog, and a provider that fails or hangs holds only its own lanes'
+// workers: email keeps flowing while APNs is down.
+func Lane(transactional bool, route string) string {
+	if transactional {
+		return "transactional." + route
+	}
+	return "campaign." + route
+}
+
+// route names the provider a message goes through.
+func (m *Message) route() string {
+	switch m.Channel() {
+	case Push:
+		return string(m.Push.Provider)
+	case Email:
+		return "email"
+	case SMS:
+		return "sms"
+	}
+	return ""
+}
 
 // JobKind is the retry job kind of a message.
 const JobKind = "herald.send"
@@ -141,10 +159,15 @@ type Config struct {
 	// Store holds the queue: embedded.Open(path).Retry(), a PostgreSQL or
 	// Redis store, or retry.NewMemoryStore() in tests. Required.
 	Store retry.Store
-	// Queue tunes the queue. Its Lanes default to LaneTransactional (16
-	// workers) and LaneCampaign (8 workers); a Lanes map given here must
-	// have both. Its Observer, if any, is called after the dispatcher's.
+	// Queue tunes the queue. The dispatcher adds two lanes per configured
+	// route (see Lane) with Transactional's and Campaign's settings; a lane
+	// named in Queue.Lanes keeps the settings given there (a campaign
+	// lane's Rate is how fast a backlog drains into that provider). Its
+	// Observer, if any, is called after the dispatcher's.
 	Queue retry.Config
+	// Transactional and Campaign are the default settings of every
+	// route's lanes. Defaults: 8 and 4 workers, no rate limit.
+	Transactional, Campaign retry.LaneConfig
 
 	// The channels' senders; a message on a channel without one is
 	// refused at Send.
@@ -162,6 +185,9 @@ type Config struct {
 	// Optional.
 	Tracker tracking.Tracker
 
+	// Breaker tunes each route's circuit breaker.
+	Breaker BreakerConfig
+
 	// DefaultTTL applies to messages without a TTL. Default 4 hours.
 	DefaultTTL time.Duration
 	Logger     *slog.Logger
@@ -173,9 +199,10 @@ type Config struct {
 // send it, track the outcome, commit or release the slot, and retry or
 // dead-letter it.
 type Dispatcher struct {
-	cfg   Config
-	queue *retry.Queue
-	rules map[string]bool // the limiter's rule names
+	cfg      Config
+	queue    *retry.Queue
+	rules    map[string]bool     // the limiter's rule names
+	breakers map[string]*breaker // by route
 }
 
 // Result is Send's answer.
@@ -192,7 +219,7 @@ func New(cfg *Config) (*Dispatcher, error) {
 	if cfg == nil || cfg.Store == nil {
 		return nil, errors.New("herald: New: Config.Store is required (embedded.Open(path).Retry() keeps everything in one local file)")
 	}
-	d := &Dispatcher{cfg: *cfg, rules: map[string]bool{}}
+	d := &Dispatcher{cfg: *cfg, rules: map[string]bool{}, breakers: map[string]*breaker{}}
 	c := &d.cfg
 	if c.Limiter != nil {
 		for _, r := range c.Limiter.Rules() {
@@ -212,14 +239,40 @@ func New(cfg *Config) (*Dispatcher, error) {
 		}
 	}
 	qc := c.Queue
+	qc.Lanes = maps.Clone(qc.Lanes)
 	if qc.Lanes == nil {
-		qc.Lanes = map[string]retry.LaneConfig{LaneTransactional: {Concurrency: 16}, LaneCampaign: {Concurrency: 8}}
-	} else {
-		qc.Lanes = maps.Clone(qc.Lanes)
-		for _, lane := range []string{LaneTransactional, LaneCampaign} {
-			if _, ok := qc.Lanes[lane]; !ok {
-				return nil, fmt.Errorf("herald: New: Config.Queue.Lanes needs the lane %q", lane)
+		qc.Lanes = map[string]retry.LaneConfig{}
+	}
+	if c.Transactional.Concurrency == 0 {
+		c.Transactional.Concurrency = 8
+	}
+	if c.Campaign.Concurrency == 0 {
+		c.Campaign.Concurrency = 4
+	}
+	var routes []string
+	for p := range c.Push {
+		routes = append(routes, string(p))
+	}
+	if c.Email != nil {
+		routes = append(routes, "email")
+	}
+	if c.SMS != nil {
+		routes = append(routes, "sms")
+	}
+	if len(routes) == 0 {
+		return nil, errors.New("herald: New: no sender configured (Config.Push, Email or SMS)")
+	}
+	for _, r := range routes {
+		d.breakers[r] = newBreaker(c.Breaker)
+		for _, t := range []bool{true, false} {
+			if _, ok := qc.Lanes[Lane(t, r)]; ok {
+				continue
 			}
+			lc := c.Campaign
+			if t {
+				lc = c.Transactional
+			}
+			qc.Lanes[Lane(t, r)] = lc
 		}
 	}
 	if qc.Now == nil {
@@ -367,10 +420,7 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 	if m.SendAt.After(now) {
 		start = m.SendAt
 	}
-	lane := LaneCampaign
-	if m.Transactional {
-		lane = LaneTransactional
-	}
+	lane := Lane(m.Transactional, m.route())
 	return retry.EnqueueParams{
 		Kind:           JobKind,
 		Payload:        payload,
@@ -388,6 +438,16 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 		return retry.Permanent(fmt.Errorf("herald: job %d: undecodable message: %w", job.ID, err))
 	}
 	now := d.cfg.Now()
+	b := d.breakers[m.route()]
+	if b == nil {
+		return retry.Permanent(fmt.Errorf("herald: job %d: no sender for route %q", job.ID, m.route()))
+	}
+	if wait, ok := b.allow(now); !ok {
+		// The provider is down: wait without calling it (no attempt used;
+		// the TTL still bounds the wait).
+		d.track(ctx, &m, job.ID, tracking.Deferred, now, job.Attempt, nil)
+		return retry.Snooze(wait)
+	}
 	var reservation string
 	if l := d.cfg.Limiter; l != nil && m.User != "" {
 		dec, err := l.Reserve(ctx, capping.Subject{
@@ -411,6 +471,13 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 		reservation = dec.Reservation
 	}
 	providerID, provider, err := d.deliver(ctx, &m)
+	if err != nil && providerDown(err) {
+		if b.failure(d.cfg.Now(), authRefused(err)) {
+			d.cfg.Logger.Warn("herald: circuit open: the provider is down; its messages wait", "route", m.route(), "err", err)
+		}
+	} else {
+		b.success() // the provider answered, whatever it said about the message
+	}
 	if err == nil {
 		if reservation != "" {
 			if cerr := d.cfg.Limiter.Commit(ctx, reservation); cerr != nil {
@@ -428,6 +495,12 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	// An outcome we cannot know (a timeout after the request left) keeps
 	// the slot: it counts as sent when its lease ends, the safe side.
 	switch {
+	case authRefused(err):
+		// Our credentials, not the message: keep it until someone fixes
+		// them (or its TTL passes).
+		d.track(ctx, &m, job.ID, tracking.Failed, d.cfg.Now(), job.Attempt, err)
+		wait, _ := b.allow(d.cfg.Now())
+		return retry.Snooze(max(wait, time.Second))
 	case recipientGone(err):
 		d.track(ctx, &m, job.ID, tracking.RecipientGone, d.cfg.Now(), job.Attempt, err)
 		return retry.Permanent(err)

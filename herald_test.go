@@ -78,6 +78,7 @@ func newRigGone(t *testing.T, onGone push.GoneFunc, mod func(*herald.Config)) *r
 		Email:   es,
 		SMS:     ss,
 		Tracker: r.outbox,
+		Breaker: herald.BreakerConfig{Cooldown: 50 * time.Millisecond, MaxCooldown: 200 * time.Millisecond},
 	}
 	if mod != nil {
 		mod(cfg)
@@ -379,4 +380,77 @@ func TestStoreDownRefusesWithARetryableError(t *testing.T) {
 	r.start(t)
 	r.settled(t)
 	require.Len(t, r.apns.Delivered(), 1)
+}
+
+// One bad provider does not stop the others: APNs hangs, and the email
+// sent after a backlog of stuck pushes still goes out at once, because
+// each route has its own lanes and workers.
+func TestAHangingProviderHoldsOnlyItsOwnLane(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	ctx := context.Background()
+	r.apns.SetLatency(3 * time.Second)
+	for i := range 10 {
+		_, err := r.d.Send(ctx, pushTo(fmt.Sprint("promo-", i), fmt.Sprint("u", i), fmt.Sprint("phone-", i)))
+		require.NoError(t, err)
+	}
+	_, err := r.d.Send(ctx, herald.Message{IdempotencyKey: "newsletter", User: "u1", Email: &email.Message{
+		From: "shop@example.com", To: []string{"ada@example.com"}, Subject: "News", Text: "Hello"}})
+	require.NoError(t, err)
+	require.NoError(t, r.d.Start(ctx))
+	require.Eventually(t, func() bool { return len(r.smtp.Messages()) == 1 }, time.Second, 5*time.Millisecond,
+		"the email waited behind pushes stuck on a hanging APNs")
+	r.apns.SetLatency(0)
+	stop, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_ = r.d.Stop(stop) // the stuck pushes go back to the queue
+}
+
+// A provider outage does not become a thundering herd: after a few
+// failures the route's circuit opens and its backlog waits without calling
+// the provider; once the provider is back, everything goes out.
+func TestTheBreakerSparesADownProvider(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *herald.Config) {
+		c.Breaker = herald.BreakerConfig{Threshold: 3, Cooldown: 150 * time.Millisecond, MaxCooldown: 300 * time.Millisecond}
+	})
+	ctx := context.Background()
+	r.apns.Down(pushtest.Fault{Status: http.StatusServiceUnavailable, Reason: "ServiceUnavailable"})
+	const n = 40
+	for i := range n {
+		_, err := r.d.Send(ctx, pushTo(fmt.Sprint("promo-", i), fmt.Sprint("u", i), fmt.Sprint("phone-", i)))
+		require.NoError(t, err)
+	}
+	r.start(t)
+	time.Sleep(120 * time.Millisecond) // within the first open period
+	hits := len(r.apns.Requests())
+	require.LessOrEqual(t, hits, 3+4, "after 3 failures only the attempts already in flight (4 workers) may reach APNs")
+	require.True(t, r.d.CircuitOpen("apns"))
+	require.False(t, r.d.CircuitOpen("email"), "one provider's circuit only")
+	r.apns.Up()
+	r.settled(t)
+	require.Len(t, r.apns.Delivered(), n)
+	require.False(t, r.d.CircuitOpen("apns"), "a successful probe closes the circuit")
+	t.Logf("requests to the down provider: %d for %d messages", hits, n)
+}
+
+// Refused credentials are ours to fix, not the messages' fault: nothing is
+// dead-lettered, and once the credentials work everything is sent.
+func TestRefusedCredentialsKeepTheMessages(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	ctx := context.Background()
+	r.apns.Down(pushtest.Fault{Status: http.StatusForbidden, Reason: "InvalidProviderToken"})
+	for i := range 5 {
+		_, err := r.d.Send(ctx, pushTo(fmt.Sprint("m", i), fmt.Sprint("u", i), fmt.Sprint("phone-", i)))
+		require.NoError(t, err)
+	}
+	r.start(t)
+	time.Sleep(300 * time.Millisecond)
+	dead, err := r.d.Queue().DeadLetters(ctx, retry.Filter{})
+	require.NoError(t, err)
+	require.Empty(t, dead, "a credentials problem must not dead-letter messages")
+	r.apns.Up()
+	r.settled(t)
+	require.Len(t, r.apns.Delivered(), 5)
 }

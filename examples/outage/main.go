@@ -106,8 +106,7 @@ func run(ctx context.Context) error {
 		Store: db.Retry(),
 		Queue: retry.Config{
 			Lanes: map[string]retry.LaneConfig{
-				herald.LaneTransactional: {Concurrency: 8},
-				herald.LaneCampaign:      {Concurrency: 4, Rate: 400, Burst: 20}, // the backlog drains at a pace APNs accepts
+				herald.Lane(false, "apns"): {Concurrency: 4, Rate: 400, Burst: 20}, // the backlog drains at a pace APNs accepts
 			},
 			PollInterval: 10 * time.Millisecond,
 			Backoff:      func(attempt int, _ error) time.Duration { return 100 * time.Millisecond * time.Duration(attempt) },
@@ -117,6 +116,8 @@ func run(ctx context.Context) error {
 		SMS:     ss,
 		Limiter: limiter,
 		Tracker: outbox,
+		// Time is compressed here: production keeps the defaults (2 s, 2 min).
+		Breaker: herald.BreakerConfig{Cooldown: 150 * time.Millisecond, MaxCooldown: 600 * time.Millisecond},
 	})
 	if err != nil {
 		return err
@@ -233,7 +234,9 @@ func run(ctx context.Context) error {
 	fmt.Println()
 	fmt.Printf("accepted %d: sent %d, capped %d, expired unsent %d, dead %d; %d failed attempts recorded\n",
 		count[tracking.Accepted], count[tracking.Sent], count[tracking.Capped], count[tracking.Expired], count[tracking.Dead], count[tracking.Failed])
-	fmt.Printf("providers received: APNs %d, SMTP %d, Twilio %d\n", len(apnsFake.Delivered()), len(smtpFake.Messages()), len(twilioFake.Accepted()))
+	refused := len(apnsFake.Requests()) - len(apnsFake.Delivered())
+	fmt.Printf("providers received: APNs %d (and %d requests during the outage: the circuit breaker kept the backlog off it), SMTP %d, Twilio %d\n",
+		len(apnsFake.Delivered()), refused, len(smtpFake.Messages()), len(twilioFake.Accepted()))
 	maxMarketing := 0
 	for _, n := range perUser {
 		maxMarketing = max(maxMarketing, n)

@@ -1,0 +1,143 @@
+package herald
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/push"
+	"github.com/heraldhq/herald/sms"
+)
+
+// BreakerConfig tunes the circuit breaker each route (provider) has.
+// After Threshold consecutive attempts that found the provider down
+// (unavailable, rate limited, timed out, or refusing our credentials),
+// the circuit opens: the route's messages are snoozed without calling the
+// provider until the cool-down ends, then one attempt probes it. A probe
+// that succeeds closes the circuit; one that fails reopens it for twice as
+// long, up to MaxCooldown. Snoozed messages use no attempt and keep their
+// TTL, so an outage longer than a message's TTL expires it, unsent.
+//
+// The state is per process: hosts sharing a store each find out for
+// themselves, after Threshold attempts.
+type BreakerConfig struct {
+	Threshold   int           // default 10
+	Cooldown    time.Duration // the first open period; default 2s
+	MaxCooldown time.Duration // default 2 minutes
+	Disabled    bool
+}
+
+type breaker struct {
+	cfg       BreakerConfig
+	mu        sync.Mutex
+	failures  int
+	openUntil time.Time // zero: closed
+	cooldown  time.Duration
+	probing   bool
+}
+
+func newBreaker(cfg BreakerConfig) *breaker {
+	cfg.Threshold = cmp.Or(cfg.Threshold, 10)
+	cfg.Cooldown = cmp.Or(cfg.Cooldown, 2*time.Second)
+	cfg.MaxCooldown = max(cmp.Or(cfg.MaxCooldown, 2*time.Minute), cfg.Cooldown)
+	return &breaker{cfg: cfg, cooldown: cfg.Cooldown}
+}
+
+// allow reports whether an attempt may call the provider now, or how long
+// to wait: until the circuit's cool-down ends, spread by up to one more
+// cool-down so the backlog does not return all at once.
+func (b *breaker) allow(now time.Time) (wait time.Duration, ok bool) {
+	if b.cfg.Disabled {
+		return 0, true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.openUntil.IsZero():
+		return 0, true
+	case now.Before(b.openUntil):
+		return b.openUntil.Sub(now) + jitter(b.cooldown), false
+	case b.probing:
+		return jitter(b.cooldown), false // one probe at a time
+	}
+	b.probing = true
+	return 0, true
+}
+
+// success closes the circuit: the provider answered.
+func (b *breaker) success() {
+	if b.cfg.Disabled {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures, b.openUntil, b.probing, b.cooldown = 0, time.Time{}, false, b.cfg.Cooldown
+}
+
+// failure counts an attempt that found the provider down and reports
+// whether the circuit is open after it. Refused credentials open it at
+// once, for the longest cool-down: only a person can fix them.
+func (b *breaker) failure(now time.Time, auth bool) bool {
+	if b.cfg.Disabled {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	switch {
+	case auth:
+		b.cooldown = b.cfg.MaxCooldown
+	case b.probing:
+		b.cooldown = min(2*b.cooldown, b.cfg.MaxCooldown)
+	case b.failures < b.cfg.Threshold:
+		return !b.openUntil.IsZero()
+	}
+	b.probing = false
+	b.openUntil = now.Add(b.cooldown)
+	return true
+}
+
+// CircuitOpen reports whether route's circuit is open (or probing): its
+// messages wait instead of calling the provider. Routes are "apns",
+// "fcm", "webpush", "email" and "sms"; an unknown route is never open.
+func (d *Dispatcher) CircuitOpen(route string) bool {
+	b := d.breakers[route]
+	return b != nil && b.open(d.cfg.Now())
+}
+
+func (b *breaker) open(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.openUntil.IsZero() && (now.Before(b.openUntil) || b.probing)
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// providerDown reports whether err says the provider, not the message, is
+// the problem.
+func providerDown(err error) bool {
+	for _, k := range []error{
+		push.ErrUnavailable, push.ErrRateLimited, push.ErrAuth,
+		email.ErrUnavailable, email.ErrRateLimited, email.ErrAuth,
+		sms.ErrUnavailable, sms.ErrRateLimited, sms.ErrAuth,
+		context.DeadlineExceeded,
+	} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
+}
+
+func authRefused(err error) bool {
+	return errors.Is(err, push.ErrAuth) || errors.Is(err, email.ErrAuth) || errors.Is(err, sms.ErrAuth)
+}
