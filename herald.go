@@ -324,6 +324,26 @@ func (d *Dispatcher) Send(ctx context.Context, m Message) (Result, error) {
 // accepted or none (a refused message's *FieldError names its Field as
 // "[i].Field").
 func (d *Dispatcher) SendBatch(ctx context.Context, ms []Message) ([]Result, error) {
+	return d.send(ctx, nil, ms)
+}
+
+// SendTx is SendBatch inside the host's own database transaction: e is
+// the store's Enqueuer bound to it (postgres.DB.Tx(tx)), so the messages
+// exist if and only if the host's business write commits — no "order
+// saved, confirmation lost", no "confirmation sent, order rolled back".
+// The accepted events are tracked when the insert is done, before the
+// host commits.
+func (d *Dispatcher) SendTx(ctx context.Context, e retry.Enqueuer, ms ...Message) ([]Result, error) {
+	if e == nil {
+		return nil, errors.New("herald: SendTx: nil Enqueuer (postgres.DB.Tx(tx))")
+	}
+	return d.send(ctx, e, ms)
+}
+
+func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) ([]Result, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
 	now := d.cfg.Now()
 	ps := make([]retry.EnqueueParams, len(ms))
 	for i := range ms {
@@ -336,7 +356,13 @@ func (d *Dispatcher) SendBatch(ctx context.Context, ms []Message) ([]Result, err
 		}
 		ps[i] = p
 	}
-	rs, err := d.queue.EnqueueBatch(ctx, ps)
+	var rs []retry.EnqueueResult
+	var err error
+	if tx != nil {
+		rs, err = d.queue.EnqueueTx(ctx, tx, ps)
+	} else {
+		rs, err = d.queue.EnqueueBatch(ctx, ps)
+	}
 	if err != nil {
 		if errors.Is(err, retry.ErrInvalidJob) {
 			return nil, &FieldError{Field: "message", Reason: "refused by the queue", Err: err}

@@ -125,5 +125,10 @@ func TestTrackingCrashLeavesNoSilentHole(t *testing.T) {
 		rounds, journaled+inGap+missing, journaled, inGap, missing, len(gaps))
 	require.Zero(t, missing)
 	require.Greater(t, journaled, 100*rounds, "the children did too little work to mean anything")
-	require.Len(t, gaps, rounds, "one crash gap per kill")
+	// A gap per kill, except that a child killed before it examined its
+	// predecessor's marks leaves them for the next, whose gap then spans
+	// both runs (and one killed between recording a gap and its first
+	// heartbeat lets the next record an overlapping one).
+	require.NotEmpty(t, gaps)
+	require.LessOrEqual(t, len(gaps), rounds)
 }

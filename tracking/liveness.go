@@ -69,8 +69,10 @@ func (o *Outbox) liveness(ctx context.Context) {
 			// It died after its last recorded heartbeat, but the store may
 			// have been unreachable for its last heartbeats while Track
 			// went on buffering: only this start bounds the window.
+			// From a heartbeat before the durable mark: an event is stamped
+			// (by its caller) a moment before Track counts it pending.
 			last := time.Unix(0, alive).UTC()
-			from, to := time.Unix(0, durable).UTC(), start.UTC()
+			from, to := time.Unix(0, durable).UTC().Add(-hb), start.UTC()
 			if to.Before(last.Add(2 * hb)) {
 				to = last.Add(2 * hb) // clocks of two hosts sharing a name
 			}

@@ -198,6 +198,9 @@ func run(ctx context.Context) error {
 	if err := waitSettled(ctx, d); err != nil {
 		return err
 	}
+	if err := d.Stop(ctx); err != nil { // no more events after this
+		return err
+	}
 	pipeline.Fail(nil)
 	say("analytics pipeline back; the outbox replays what it missed")
 	if err := outbox.Flush(ctx); err != nil {
@@ -209,9 +212,6 @@ func run(ctx context.Context) error {
 	}
 	if !pipeline.WaitFor(int(head), 10*time.Second) {
 		return fmt.Errorf("the analytics pipeline received %d of %d events", len(pipeline.Unique()), head)
-	}
-	if err := d.Stop(ctx); err != nil {
-		return err
 	}
 	if err := outbox.Close(ctx); err != nil {
 		return err

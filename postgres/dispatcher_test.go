@@ -1,0 +1,63 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/email/emailtest"
+	"github.com/heraldhq/herald/email/smtp"
+	"github.com/heraldhq/herald/retry"
+)
+
+// A host saves an order and its confirmation email in one transaction:
+// rolled back, there is no email to send; committed, it is sent once.
+func TestDispatcherSendsInTheHostsTransaction(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	db, schema := freshDB(t, p)
+	ctx := context.Background()
+	_, err := p.Exec(ctx, "CREATE TABLE "+schema+".orders (id int PRIMARY KEY)")
+	require.NoError(t, err)
+	srv := emailtest.NewServer(t, nil)
+	sender, err := smtp.New(srv.Configure(&smtp.Config{}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sender.Close() })
+	d, err := herald.New(&herald.Config{Store: db.Retry(), Email: sender, Queue: retry.Config{PollInterval: 10 * time.Millisecond}})
+	require.NoError(t, err)
+	confirm := func(id string) herald.Message {
+		return herald.Message{IdempotencyKey: "order-" + id, User: "u1", Transactional: true, Email: &email.Message{
+			From: "shop@example.com", To: []string{"ada@example.com"}, Subject: "Order " + id, Text: "Confirmed"}}
+	}
+
+	tx, err := p.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "INSERT INTO "+schema+".orders VALUES (1)")
+	require.NoError(t, err)
+	rolled, err := d.SendTx(ctx, db.Tx(tx), confirm("1"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+
+	tx, err = p.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "INSERT INTO "+schema+".orders VALUES (2)")
+	require.NoError(t, err)
+	committed, err := d.SendTx(ctx, db.Tx(tx), confirm("2"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+
+	_, err = d.Queue().Job(ctx, rolled[0].ID)
+	require.ErrorIs(t, err, retry.ErrNotFound, "rolled back with the order")
+	require.NoError(t, d.Start(ctx))
+	t.Cleanup(func() { _ = d.Stop(context.Background()) })
+	require.Eventually(t, func() bool { return len(srv.Messages()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { // the ack follows the send
+		j, err := d.Queue().Job(ctx, committed[0].ID)
+		return err == nil && j.State == retry.StateCompleted
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "Order 2", srv.Messages()[0].Header.Get("Subject"))
+}
