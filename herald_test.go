@@ -19,7 +19,9 @@ import (
 	"github.com/heraldhq/herald/email/smtp"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/apns"
+	"github.com/heraldhq/herald/push/fcm"
 	"github.com/heraldhq/herald/push/pushtest"
+	"github.com/heraldhq/herald/push/webpush"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/sms"
 	"github.com/heraldhq/herald/sms/smstest"
@@ -436,10 +438,12 @@ func TestTheBreakerSparesADownProvider(t *testing.T) {
 		require.NoError(t, err)
 	}
 	r.start(t)
-	time.Sleep(150 * time.Millisecond) // within the first open period
+	require.Eventually(t, func() bool { return r.d.CircuitOpen("apns") }, 5*time.Second, time.Millisecond)
+	opened := len(r.apns.Requests())
+	time.Sleep(250 * time.Millisecond) // within the 500 ms cool-down
 	hits := len(r.apns.Requests())
-	require.LessOrEqual(t, hits, 3+4+1, "after 3 failures only the attempts already in flight (4 workers) and a probe may reach APNs")
-	require.True(t, r.d.CircuitOpen("apns"))
+	require.LessOrEqual(t, hits-opened, 4+1, "while open, only attempts already in flight (4 workers) and at most a probe reach APNs")
+	require.Less(t, hits, n/2, "the backlog must not be tried against a down provider")
 	require.False(t, r.d.CircuitOpen("email"), "one provider's circuit only")
 	r.apns.Up()
 	r.settled(t)
@@ -467,4 +471,54 @@ func TestRefusedCredentialsKeepTheMessages(t *testing.T) {
 	r.apns.Up()
 	r.settled(t)
 	require.Len(t, r.apns.Delivered(), 5)
+}
+
+// Every push provider is routed to its own client and lanes: APNs, FCM v1
+// (OAuth, JSON) and Web Push (RFC 8291, decrypted by the fake), each
+// validated at the door by its client.
+func TestEveryPushProviderIsRouted(t *testing.T) {
+	t.Parallel()
+	fcmFake := pushtest.NewFCM(t, nil)
+	fc, err := fcm.New(context.Background(), fcmFake.Configure(&fcm.Config{}))
+	require.NoError(t, err)
+	wpFake := pushtest.NewWebPush(t)
+	pub, priv, err := webpush.GenerateVAPIDKeys()
+	require.NoError(t, err)
+	wc, err := webpush.New(wpFake.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))
+	require.NoError(t, err)
+	t.Cleanup(wc.CloseIdleConnections)
+	r := newRig(t, func(c *herald.Config) {
+		c.Push[push.FCM] = fc
+		c.Push[push.WebPush] = wc
+	})
+	ctx := context.Background()
+	n := push.Notification{Title: "Hi", Body: "there"}
+	sub := wpFake.NewSubscription(t, pub)
+	for _, m := range []herald.Message{
+		pushTo("a", "u1", "phone"),
+		{IdempotencyKey: "f", User: "u1", Push: &herald.PushMessage{Provider: push.FCM, Message: push.Message{Token: pushtest.RegistrationToken("pixel"), Notification: n}}},
+		{IdempotencyKey: "w", User: "u1", Push: &herald.PushMessage{Provider: push.WebPush, Message: push.Message{Token: sub, Notification: n}}},
+	} {
+		_, err := r.d.Send(ctx, m)
+		require.NoError(t, err)
+	}
+	// Each client's own validation at the door.
+	_, err = r.d.Send(ctx, herald.Message{IdempotencyKey: "bad-f", User: "u1", Push: &herald.PushMessage{Provider: push.FCM, Message: push.Message{Token: "has space", Notification: n}}})
+	require.ErrorIs(t, err, push.ErrInvalidToken)
+	_, err = r.d.Send(ctx, herald.Message{IdempotencyKey: "bad-w", User: "u1", Push: &herald.PushMessage{Provider: push.WebPush, Message: push.Message{Token: "{endpoint", Notification: n}}})
+	require.ErrorIs(t, err, push.ErrInvalidToken)
+
+	lanes := map[string]bool{}
+	jobs, err := r.d.Queue().Jobs(ctx, retry.Filter{})
+	require.NoError(t, err)
+	for _, j := range jobs {
+		lanes[j.Lane] = true
+	}
+	require.Equal(t, map[string]bool{"campaign.apns": true, "campaign.fcm": true, "campaign.webpush": true}, lanes)
+	r.start(t)
+	r.settled(t)
+	require.Len(t, r.apns.Delivered(), 1)
+	require.Len(t, fcmFake.Delivered(), 1)
+	require.Len(t, wpFake.Delivered(), 1)
+	require.Equal(t, "Hi", wpFake.Delivered()[0].Payload["title"], "the fake decrypted what the client encrypted")
 }
