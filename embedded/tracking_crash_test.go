@@ -91,7 +91,11 @@ func TestTrackingCrashLeavesNoSilentHole(t *testing.T) {
 	ctx := context.Background()
 	o, err := tracking.NewOutbox(db.Tracking(), &tracking.OutboxConfig{Heartbeat: crashHeartbeat})
 	require.NoError(t, err)
-	time.Sleep(4 * crashHeartbeat) // its check of the last child's marks
+	select {
+	case <-o.Recovered(): // the last child's crash is recorded
+	case <-time.After(30 * time.Second):
+		t.Fatal("the outbox did not examine the last child's marks in 30s")
+	}
 	require.NoError(t, o.Close(ctx))
 
 	gaps, err := db.Tracking().Gaps(ctx, time.Unix(0, 0), time.Now().Add(time.Hour))

@@ -96,6 +96,7 @@ func (o *Outbox) liveness(ctx context.Context) {
 		}
 	}
 	o.checked.Store(true)
+	close(o.checkedC)
 	tick := time.NewTicker(hb)
 	defer tick.Stop()
 	for {
@@ -115,6 +116,13 @@ func (o *Outbox) liveness(ctx context.Context) {
 		}
 	}
 }
+
+// Recovered is closed once the outbox has examined what the previous run
+// under its Instance left in the store, and recorded a gap if that run
+// died with events buffered: from then on Stats and Gaps tell the whole
+// truth about it. It takes about two and a half heartbeats after a crash,
+// and no time after a clean Close.
+func (o *Outbox) Recovered() <-chan struct{} { return o.checkedC }
 
 // markClosed records a clean close: everything tracked is in the journal
 // or in a recorded gap. It is skipped when either is not so (a gap still

@@ -86,7 +86,8 @@ type Outbox struct {
 	durableAt time.Time
 	// checked: the previous run's marks were examined (and a crash gap
 	// recorded if there was one), so this run may overwrite them.
-	checked atomic.Bool
+	checked  atomic.Bool
+	checkedC chan struct{} // closed with checked
 }
 
 // SinkStatus is a sink's progress.
@@ -107,7 +108,7 @@ func NewOutbox(store Store, cfg *OutboxConfig) (*Outbox, error) {
 	if store == nil {
 		return nil, errors.New("tracking: NewOutbox: missing store (try tracking.NewMemoryStore or embedded.Open(path).Tracking())")
 	}
-	o := &Outbox{store: store, status: map[string]*SinkStatus{}}
+	o := &Outbox{store: store, status: map[string]*SinkStatus{}, checkedC: make(chan struct{})}
 	if cfg != nil {
 		o.cfg = *cfg
 	}
