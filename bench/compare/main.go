@@ -44,7 +44,7 @@ func main() {
 var (
 	pgURL     = flag.String("pg", os.Getenv("HERALD_POSTGRES_URL"), "PostgreSQL URL")
 	redisAddr = flag.String("redis", os.Getenv("HERALD_REDIS_ADDR"), "Redis address")
-	jobs      = flag.Int("jobs", 50_000, "jobs for the end-to-end scenario")
+	jobs      = flag.Int("jobs", 100_000, "jobs for the end-to-end scenario")
 	enqJobs   = flag.Int("enqueue-jobs", 20_000, "jobs for the 16-producer enqueue scenario")
 	rounds    = flag.Int("rounds", 3, "interleaved rounds")
 	only      = flag.String("only", "", "run only the systems whose name contains this (postgres, redis, herald, ...)")
