@@ -11,7 +11,7 @@ import (
 
 // The embedded store's scenarios on PostgreSQL (set HERALD_POSTGRES_URL):
 //
-//	go test -run '^$' -bench . -benchtime 1x ./postgres/
+//	go test -run '^$' -bench . -benchtime 1x -count 3 ./postgres/
 func BenchmarkQueue(b *testing.B) {
 	p := benchPool(b)
 	ctx := context.Background()

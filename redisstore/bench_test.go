@@ -14,7 +14,7 @@ import (
 
 // The embedded store's scenarios on Redis (set HERALD_REDIS_ADDR):
 //
-//	go test -run '^$' -bench . -benchtime 1x ./redisstore/
+//	go test -run '^$' -bench . -benchtime 1x -count 3 ./redisstore/
 func BenchmarkQueue(b *testing.B) {
 	ctx := context.Background()
 	c := clientTB(b)
