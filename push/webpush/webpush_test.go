@@ -341,3 +341,41 @@ func TestSecretsAndSubscriptionsStayOutOfErrorsAndLogs(t *testing.T) {
 	require.NotContains(t, all, f.key.Reveal())
 	require.False(t, errors.Is(err, push.ErrUnavailable))
 }
+
+// Subscriptions come from browsers, so from anyone: the parser must never
+// panic or crawl, and whatever it accepts is well formed and on an allowed
+// push service over https.
+func FuzzParseSubscription(f *testing.F) {
+	pub, priv, err := webpush.GenerateVAPIDKeys()
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := webpush.New(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	good := `{"endpoint":"https://fcm.googleapis.com/fcm/send/abc","keys":{"p256dh":"BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM","auth":"tBHItJI5svbpez7KI4CCXg"}}`
+	f.Add(good)
+	f.Add(`{"endpoint":"https://127.0.0.1/x","keys":{"p256dh":"","auth":""}}`)
+	f.Add(`{"endpoint":"http://updates.push.services.mozilla.com/x"}`)
+	f.Add(`{`)
+	f.Fuzz(func(t *testing.T, s string) {
+		start := time.Now()
+		sub, err := c.ParseSubscription(s)
+		if d := time.Since(start); d > 100*time.Millisecond && len(s) <= 64<<10 {
+			t.Fatalf("%d bytes took %v", len(s), d)
+		}
+		if err != nil {
+			if !errors.Is(err, push.ErrInvalidToken) && !errors.Is(err, push.ErrForbiddenEndpoint) {
+				t.Fatalf("unclassified error %v", err)
+			}
+			return
+		}
+		if !strings.HasPrefix(sub.Endpoint, "https://") {
+			t.Fatalf("accepted a non-https endpoint %q", sub.Endpoint)
+		}
+		if sub.Keys.P256dh == "" || sub.Keys.Auth == "" {
+			t.Fatalf("accepted a subscription without keys: %q", s)
+		}
+	})
+}
