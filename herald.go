@@ -476,10 +476,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	}
 	var reservation string
 	if l := d.cfg.Limiter; l != nil && m.User != "" {
-		dec, err := l.Reserve(ctx, capping.Subject{
-			User: m.User, Device: m.Device, TimeZone: m.TimeZone, Channel: string(m.Channel()),
-			Labels: m.Labels, Automation: m.Automation, Transactional: m.Transactional,
-		}, now)
+		dec, err := l.Reserve(ctx, m.subject(), now)
 		if err != nil {
 			return retry.Permanent(err)
 		}
@@ -492,7 +489,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 				return retry.Snooze(dec.DeferUntil.Sub(now))
 			}
 			d.track(ctx, &m, job.ID, tracking.Capped, now, job.Attempt, nil)
-			return nil // done: not sent, by a rule
+			return retry.Skip("capped by " + dec.CappedBy) // done, not sent: the job says why
 		}
 		reservation = dec.Reservation
 	}
@@ -693,4 +690,59 @@ func errorClass(err error) string {
 		}
 	}
 	return "other"
+}
+
+// decodeJob returns the message of one of the dispatcher's jobs.
+func decodeJob(j *retry.Job) (*Message, bool) {
+	if j == nil || j.Kind != JobKind {
+		return nil, false
+	}
+	var m Message
+	if json.Unmarshal(j.Payload, &m) != nil {
+		return nil, false
+	}
+	return &m, true
+}
+
+// Describe gives tracking.Outbox.Regenerate the event fields of one of the
+// dispatcher's finished jobs, so the delivery events of a window the
+// journal could not record can be rebuilt from the queue's retained jobs.
+// Messages dropped by a cap (retry.Skipped) are left out: they were never
+// sent.
+func (d *Dispatcher) Describe(j *retry.Job) (tracking.Event, bool) {
+	m, ok := decodeJob(j)
+	if !ok {
+		return tracking.Event{}, false
+	}
+	if _, skipped := retry.Skipped(j); skipped {
+		return tracking.Event{}, false
+	}
+	return d.event(m, "", j.FinishedAt, j.Attempt, nil), true
+}
+
+// Sends lists the messages among jobs that were sent (completed, not
+// skipped), for capping.Limiter.Reconcile: after the capping store lost
+// counters, or after AllowAndJournal decisions, the counters are rebuilt
+// from what the queue knows went out.
+func (d *Dispatcher) Sends(jobs []*retry.Job) []capping.Send {
+	var out []capping.Send
+	for _, j := range jobs {
+		m, ok := decodeJob(j)
+		if !ok || j.State != retry.StateCompleted {
+			continue
+		}
+		if _, skipped := retry.Skipped(j); skipped {
+			continue
+		}
+		out = append(out, capping.Send{ID: m.IdempotencyKey, At: j.FinishedAt, Subject: m.subject()})
+	}
+	return out
+}
+
+// subject is m as capping sees it.
+func (m *Message) subject() capping.Subject {
+	return capping.Subject{
+		User: m.User, Device: m.Device, TimeZone: m.TimeZone, Channel: string(m.Channel()),
+		Labels: m.Labels, Automation: m.Automation, Transactional: m.Transactional,
+	}
 }

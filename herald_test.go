@@ -522,3 +522,59 @@ func TestEveryPushProviderIsRouted(t *testing.T) {
 	require.Len(t, wpFake.Delivered(), 1)
 	require.Equal(t, "Hi", wpFake.Delivered()[0].Payload["title"], "the fake decrypted what the client encrypted")
 }
+
+// After a night when the capping store lost its counters and the journal
+// lost events, the queue's retained jobs rebuild both: the counters count
+// what was sent (not what a cap dropped), and the journal gets the sent
+// events back.
+func TestTheQueueRebuildsCapsAndEvents(t *testing.T) {
+	t.Parallel()
+	rule := []capping.Rule{{Name: "daily", Kind: capping.Global, Limit: 2, Window: capping.Calendar(capping.Day)}}
+	r := newRig(t, func(c *herald.Config) {
+		l, err := capping.New(capping.NewMemoryStore(), &capping.Config{Rules: rule})
+		require.NoError(t, err)
+		c.Limiter = l
+		c.Tracker = failingTracker{} // every event of the run is lost at the source
+	})
+	ctx := context.Background()
+	for i := range 3 {
+		_, err := r.d.Send(ctx, pushTo(fmt.Sprint("promo-", i), "u1", "phone"))
+		require.NoError(t, err)
+	}
+	r.start(t)
+	r.settled(t)
+	require.Len(t, r.apns.Delivered(), 2)
+
+	jobs, err := r.d.Queue().Jobs(ctx, retry.Filter{States: []retry.State{retry.StateCompleted}})
+	require.NoError(t, err)
+	require.Len(t, jobs, 3)
+	skipped := 0
+	for _, j := range jobs {
+		if reason, ok := retry.Skipped(j); ok {
+			skipped++
+			require.Equal(t, "capped by daily", reason)
+		}
+	}
+	require.Equal(t, 1, skipped, "the capped message's job says so")
+
+	fresh, err := capping.New(capping.NewMemoryStore(), &capping.Config{Rules: rule}) // the counters were lost
+	require.NoError(t, err)
+	require.NoError(t, fresh.Reconcile(ctx, r.d.Sends(jobs)))
+	usage, err := fresh.Usage(ctx, capping.Subject{User: "u1", Channel: "push"}, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, 2, usage[0].Count, "two were sent; the capped one is not counted")
+
+	n, err := r.outbox.Regenerate(ctx, jobs, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), r.d.Describe)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "a sent event for each message that went out, none for the capped one")
+	got := r.types(t)
+	sent := 0
+	for _, types := range got {
+		for _, typ := range types {
+			if typ == tracking.Sent {
+				sent++
+			}
+		}
+	}
+	require.Equal(t, 2, sent)
+}

@@ -3,6 +3,7 @@ package retry
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -63,6 +64,25 @@ func (e *permanentError) Unwrap() error { return e.err }
 func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
+}
+
+// Skip returned by a handler completes the job without doing its work,
+// keeping "skipped: " + reason as its LastError: the handler decided the
+// job must not run (a frequency cap, a suppressed recipient), which is
+// neither a success nor a failure to retry. Observers hear EventSkipped;
+// Stats count it with the completed jobs.
+func Skip(reason string) error { return &skipError{reason} }
+
+type skipError struct{ reason string }
+
+func (e *skipError) Error() string { return "skipped: " + e.reason }
+
+// Skipped reports whether a finished job was completed by Skip, and why.
+func Skipped(j *Job) (reason string, ok bool) {
+	if j.State != StateCompleted {
+		return "", false
+	}
+	return strings.CutPrefix(j.LastError, "skipped: ")
 }
 
 // Snooze returned by a handler reschedules the job after d without

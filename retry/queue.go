@@ -17,6 +17,7 @@ const (
 	EventEnqueued  EventType = "enqueued"  // durable; Duplicate enqueues are not reported
 	EventStarted   EventType = "started"   // a handler began a run
 	EventSucceeded EventType = "succeeded" // completed, durably
+	EventSkipped   EventType = "skipped"   // completed by Skip: the handler decided it must not run
 	EventRetried   EventType = "retried"   // failed, scheduled again at RetryAt
 	EventSnoozed   EventType = "snoozed"   // rescheduled at RetryAt by the handler, no attempt used
 	EventDead      EventType = "dead"      // moved to the dead letters

@@ -122,6 +122,7 @@ func TestOutcomes(t *testing.T) {
 		return nil
 	})
 	q.HandleFunc("panic", func(context.Context, *retry.Job) error { panic("handler blew up") })
+	q.HandleFunc("skip", func(context.Context, *retry.Job) error { return retry.Skip("capped by daily") })
 
 	enq := func(p retry.EnqueueParams) int64 {
 		r, err := q.Enqueue(bg, p)
@@ -136,8 +137,9 @@ func TestOutcomes(t *testing.T) {
 	snooze := enq(retry.EnqueueParams{Kind: "snooze"})
 	pan := enq(retry.EnqueueParams{Kind: "panic", MaxAttempts: 1})
 	none := enq(retry.EnqueueParams{Kind: "unregistered"})
+	skip := enq(retry.EnqueueParams{Kind: "skip"})
 
-	retrytest.RequireDrained(t, q, 8)
+	retrytest.RequireDrained(t, q, 9)
 	start := clock.Now()
 	retrytest.RequireState(t, q, ok, retry.StateCompleted)
 	j := retrytest.RequireState(t, q, flaky, retry.StateScheduled)
@@ -156,6 +158,13 @@ func TestOutcomes(t *testing.T) {
 	require.Contains(t, j.LastError, "goroutine", "the stack is kept")
 	j = retrytest.RequireState(t, q, none, retry.StateScheduled)
 	require.Contains(t, j.LastError, "no handler")
+	j = retrytest.RequireState(t, q, skip, retry.StateCompleted)
+	reason, skipped := retry.Skipped(j)
+	require.True(t, skipped)
+	require.Equal(t, "capped by daily", reason)
+	_, skipped = retry.Skipped(retrytest.RequireState(t, q, ok, retry.StateCompleted))
+	require.False(t, skipped, "a job that ran is not skipped")
+	require.Equal(t, []retry.EventType{retry.EventEnqueued, retry.EventStarted, retry.EventSkipped}, rec.Types(skip))
 
 	clock.Advance(time.Second)
 	retrytest.RequireDrained(t, q, 3) // flaky (2nd), always (2nd, then dead), unregistered (2nd)

@@ -565,9 +565,13 @@ func (q *Queue) decide(j *Job, err error, now time.Time) (Outcome, Event) {
 	o := Outcome{Lease: Lease{j.ID, j.LeaseToken}, At: now}
 	ev := Event{Err: err}
 	var snooze *snoozeError
+	var skip *skipError
 	switch {
 	case err == nil:
 		o.State, ev.Type = StateCompleted, EventSucceeded
+		return o, ev
+	case errors.As(err, &skip):
+		o.State, o.Error, ev.Type, ev.Err = StateCompleted, skip.Error(), EventSkipped, nil
 		return o, ev
 	case errors.As(err, &snooze):
 		o.State, o.RunAt, o.Uncount, ev.Type, ev.Err = StateScheduled, now.Add(snooze.d), true, EventSnoozed, nil

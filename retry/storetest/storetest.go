@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) retry.Store, opts *Options) {
 		{"ConcurrentClaimsNeverDouble", func(t *testing.T, s retry.Store) { testConcurrentClaims(t, s, opts.ConcurrentJobs) }},
 		{"RetryScheduling", testRetryScheduling},
 		{"SnoozeAndRelease", testSnoozeRelease},
+		{"CompletedWithANote", testCompletedNote},
 		{"DeadLettersAndRequeue", testDeadRequeue},
 		{"Expiry", testExpiry},
 		{"Purge", testPurge},
@@ -528,6 +529,20 @@ func testRetryScheduling(t *testing.T, s retry.Store) {
 	if again[0].Attempt != 2 || again[0].LastError != "boom" {
 		t.Fatalf("second run: attempt %d, last error %q", again[0].Attempt, again[0].LastError)
 	}
+}
+
+// A completed job keeps the outcome's Error (retry.Skip's reason).
+func testCompletedNote(t *testing.T, s retry.Store) {
+	id := enqueue(t, s, job("x"))[0]
+	j := claim(t, s, "default", 1, base)[0]
+	if errs := finish(t, s, retry.Outcome{Lease: lease(j), State: retry.StateCompleted, Error: "skipped: capped", At: base}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	g := get(t, s, id)
+	if g.State != retry.StateCompleted || g.LastError != "skipped: capped" {
+		t.Fatalf("completed with a note: state %s, last error %q", g.State, g.LastError)
+	}
+	sameTime(t, "FinishedAt", g.FinishedAt, base)
 }
 
 func testSnoozeRelease(t *testing.T, s retry.Store) {
