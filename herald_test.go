@@ -578,3 +578,23 @@ func TestTheQueueRebuildsCapsAndEvents(t *testing.T) {
 	}
 	require.Equal(t, 2, sent)
 }
+
+// A batch is accepted whole or not at all; a refusal names the message.
+func TestSendBatchIsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	ctx := context.Background()
+	bad := pushTo("b", "u2", "phone")
+	bad.Push = &herald.PushMessage{Provider: push.APNs, Message: push.Message{Token: "zz", Notification: push.Notification{Body: "x"}}}
+	_, err := r.d.SendBatch(ctx, []herald.Message{pushTo("a", "u1", "phone"), bad})
+	var fe *herald.FieldError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "[1].Push", fe.Field)
+	jobs, err := r.d.Queue().Jobs(ctx, retry.Filter{})
+	require.NoError(t, err)
+	require.Empty(t, jobs, "the valid message of a refused batch is not stored either")
+	res, err := r.d.SendBatch(ctx, []herald.Message{pushTo("a", "u1", "phone"), pushTo("c", "u3", "tablet")})
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	require.NotEqual(t, res[0].ID, res[1].ID)
+}
