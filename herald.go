@@ -493,6 +493,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 		}
 		reservation = dec.Reservation
 	}
+	bindDeadline(&m, job.ExpiresAt, d.cfg.Now())
 	providerID, provider, err := d.deliver(ctx, &m)
 	if err != nil && providerDown(err) {
 		if b.failure(d.cfg.Now(), authRefused(err)) {
@@ -744,5 +745,22 @@ func (m *Message) subject() capping.Subject {
 	return capping.Subject{
 		User: m.User, Device: m.Device, TimeZone: m.TimeZone, Channel: string(m.Channel()),
 		Labels: m.Labels, Automation: m.Automation, Transactional: m.Transactional,
+	}
+}
+
+// bindDeadline hands the message's deadline to the provider, so late stays
+// bounded after herald lets go: APNs, FCM and Web Push drop a notification
+// they cannot deliver by its expiry (a phone offline for hours gets
+// nothing stale when it comes back), Twilio a text not sent within its
+// validity period. A message that sets its own expiry keeps it.
+func bindDeadline(m *Message, deadline, now time.Time) {
+	if deadline.IsZero() {
+		return
+	}
+	if p := m.Push; p != nil && p.Notification.Expiry.IsZero() && p.Notification.TTL == 0 {
+		p.Notification.Expiry = deadline
+	}
+	if s := m.SMS; s != nil && s.ValidityPeriod == 0 {
+		s.ValidityPeriod = min(max(deadline.Sub(now).Truncate(time.Second), time.Second), 36000*time.Second)
 	}
 }

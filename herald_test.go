@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -597,4 +598,30 @@ func TestSendBatchIsAllOrNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, res, 2)
 	require.NotEqual(t, res[0].ID, res[1].ID)
+}
+
+// Late stays bounded after herald lets go: the provider is told the
+// message's deadline (apns-expiration; Twilio's ValidityPeriod), so a
+// phone that was offline for hours does not get a stale notification.
+func TestProvidersAreToldTheDeadline(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	ctx := context.Background()
+	p := pushTo("p", "u1", "phone")
+	p.TTL = time.Hour
+	s := herald.Message{IdempotencyKey: "s", User: "u1", Transactional: true, TTL: 30 * time.Minute,
+		SMS: &sms.Message{To: "+14155552671", From: "Shop", Body: "Your table is ready"}}
+	sent := time.Now()
+	for _, m := range []herald.Message{p, s} {
+		_, err := r.d.Send(ctx, m)
+		require.NoError(t, err)
+	}
+	r.start(t)
+	r.settled(t)
+	exp, err := strconv.ParseInt(r.apns.Delivered()[0].Expiration, 10, 64)
+	require.NoError(t, err)
+	require.InDelta(t, sent.Add(time.Hour).Unix(), exp, 5, "apns-expiration is the message's deadline")
+	vp, err := strconv.Atoi(r.twilio.Accepted()[0].ValidityPeriod)
+	require.NoError(t, err)
+	require.InDelta(t, 1800, vp, 5, "Twilio's ValidityPeriod is what is left of the TTL")
 }
