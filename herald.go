@@ -476,7 +476,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	}
 	var reservation string
 	if l := d.cfg.Limiter; l != nil && m.User != "" {
-		dec, err := l.Reserve(ctx, m.subject(), now)
+		dec, err := l.ReserveFor(ctx, m.IdempotencyKey, m.subject(), now)
 		if err != nil {
 			return retry.Permanent(err)
 		}

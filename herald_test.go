@@ -625,3 +625,32 @@ func TestProvidersAreToldTheDeadline(t *testing.T) {
 	require.NoError(t, err)
 	require.InDelta(t, 1800, vp, 5, "Twilio's ValidityPeriod is what is left of the TTL")
 }
+
+// An attempt whose outcome nobody can know (the request left, the answer
+// never came) keeps its cap slot — the safe side — and the retry reuses
+// it: the message is counted once, not twice.
+func TestAnUnknowableOutcomeCountsTheMessageOnce(t *testing.T) {
+	t.Parallel()
+	caps := capping.NewMemoryStore()
+	r := newRig(t, func(c *herald.Config) {
+		l, err := capping.New(caps, &capping.Config{Rules: []capping.Rule{
+			{Name: "daily", Kind: capping.Global, Limit: 5, Window: capping.Calendar(capping.Day)},
+		}})
+		require.NoError(t, err)
+		c.Limiter = l
+		c.Queue.JobTimeout = 100 * time.Millisecond
+	})
+	ctx := context.Background()
+	r.apns.SetLatency(time.Second) // the first attempt times out waiting for APNs
+	_, err := r.d.Send(ctx, pushTo("m1", "u1", "phone"))
+	require.NoError(t, err)
+	r.start(t)
+	r.eventually(t, "m1", tracking.Failed)
+	r.apns.SetLatency(0)
+	r.eventually(t, "m1", tracking.Sent)
+	r.settled(t)
+	slots, err := caps.Slots(ctx, "daily|u1", time.Now().Add(-48*time.Hour))
+	require.NoError(t, err)
+	require.Len(t, slots, 1, "a retry after an unknowable outcome must not take a second slot")
+	require.False(t, slots[0].Pending)
+}

@@ -23,6 +23,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -503,6 +505,23 @@ func (l *Limiter) reserveMemory(ctx context.Context, ms *MemoryStore, id string,
 // every matching rule. An error means the subject itself is bad (unknown
 // time zone); store failures are answered by the OnStoreDown policy.
 func (l *Limiter) Reserve(ctx context.Context, s Subject, now time.Time) (Decision, error) {
+	return l.reserve(ctx, "", s, now)
+}
+
+// ReserveFor is Reserve for a message with a stable identity (its
+// idempotency key): while the reservation it made is pending, reserving
+// again for the same message takes no second slot and returns the same
+// reservation. A sender whose attempt ended without knowing whether the
+// provider took the message keeps the slot, and its retry reuses it
+// instead of counting the message twice.
+func (l *Limiter) ReserveFor(ctx context.Context, message string, s Subject, now time.Time) (Decision, error) {
+	if message == "" {
+		return Decision{}, errors.New("capping: ReserveFor: empty message key")
+	}
+	return l.reserve(ctx, message, s, now)
+}
+
+func (l *Limiter) reserve(ctx context.Context, message string, s Subject, now time.Time) (Decision, error) {
 	loc, err := l.location(s.TimeZone)
 	if err != nil {
 		return Decision{}, err
@@ -522,6 +541,9 @@ func (l *Limiter) Reserve(ctx context.Context, s Subject, now time.Time) (Decisi
 		return Decision{Allowed: true}, nil
 	}
 	id := l.newID(s.User)
+	if message != "" {
+		id = messageID(message, s.User)
+	}
 	var failed int
 	if ms, ok := l.store.(*MemoryStore); ok {
 		failed, err = l.reserveMemory(ctx, ms, id, &s, &p, now)
@@ -685,6 +707,13 @@ func (l *Limiter) Rules() []string {
 		out[i] = l.rules[i].Name
 	}
 	return slices.Clip(out)
+}
+
+// messageID is the reservation ID of a message for user: stable, short,
+// free of "|" before the user's part.
+func messageID(message, user string) string {
+	sum := sha256.Sum256([]byte(message))
+	return "m:" + base64.RawURLEncoding.EncodeToString(sum[:16]) + "|" + user
 }
 
 // newID makes a reservation ID that names its user after a "|", so stores

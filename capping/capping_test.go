@@ -337,3 +337,30 @@ func TestUnknownSubjectTimeZone(t *testing.T) {
 	_, err := l.Reserve(ctx, capping.Subject{User: "u", TimeZone: "Atlantis/Lost"}, time.Now())
 	require.ErrorContains(t, err, "Atlantis/Lost")
 }
+
+// A retried attempt of the same message reuses its pending reservation:
+// one slot, however many times the sender asks.
+func TestReserveForReusesThePendingReservation(t *testing.T) {
+	t.Parallel()
+	l, s := newLimiter(t, &capping.Config{Rules: []capping.Rule{
+		{Name: "daily", Kind: capping.Global, Limit: 2, Window: capping.Calendar(capping.Day)},
+	}})
+	now := time.Date(2030, 3, 4, 12, 0, 0, 0, time.UTC)
+	sub := capping.Subject{User: "u1", Channel: "push"}
+	first, err := l.ReserveFor(ctx, "order-42", sub, now)
+	require.NoError(t, err)
+	require.True(t, first.Allowed)
+	again, err := l.ReserveFor(ctx, "order-42", sub, now.Add(time.Minute)) // the attempt's outcome was unknowable
+	require.NoError(t, err)
+	require.True(t, again.Allowed)
+	require.Equal(t, first.Reservation, again.Reservation)
+	slots, err := s.Slots(ctx, "daily|u1", now.Add(-time.Hour))
+	require.NoError(t, err)
+	require.Len(t, slots, 1, "one message, one slot")
+	require.NoError(t, l.Commit(ctx, again.Reservation))
+	other, err := l.ReserveFor(ctx, "order-43", sub, now.Add(2*time.Minute))
+	require.NoError(t, err)
+	require.True(t, other.Allowed, "the cap of 2 still has room for a second message")
+	_, err = l.ReserveFor(ctx, "", sub, now)
+	require.Error(t, err)
+}

@@ -41,6 +41,9 @@ type Store interface {
 	// until leaseUntil. It returns the index of the first check that did
 	// not pass, or -1 when the slots were taken. Pending and committed
 	// slots count alike. Slots older than a check's Since may be forgotten.
+	// Reserving again under the ID of a reservation still pending takes
+	// nothing and returns -1: the caller retried, and the slots it holds
+	// already count.
 	Reserve(ctx context.Context, id string, checks []Check, at, leaseUntil time.Time) (int, error)
 	// Commit makes reservation id's slots count as sent for good, or
 	// returns ErrUnknownReservation.

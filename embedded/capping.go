@@ -62,6 +62,14 @@ func (s *cappingStore) Reserve(ctx context.Context, id string, checks []capping.
 	failed := -1
 	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
 		failed = -1
+		var lease int64
+		var held string
+		switch err := s.getRes.QueryRowContext(ctx, id).Scan(&lease, &held); {
+		case err == nil:
+			return nil // still pending: a retry of the same reservation
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
 		for i, c := range checks {
 			since := c.Since.UnixNano()
 			if _, err := s.prune.ExecContext(ctx, c.Key, since); err != nil {

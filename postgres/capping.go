@@ -44,7 +44,10 @@ func (s *cappingStore) Reserve(ctx context.Context, id string, checks []capping.
 	for i, c := range checks {
 		keys[i] = c.Key
 	}
-	locks := slices.Clone(keys)
+	// The reservation's own ID is locked too, so two reserves under one ID
+	// take turns and the second sees the first. (Should a key ever read
+	// the same, the two would only share a lock.)
+	locks := append(slices.Clone(keys), "reservation "+id)
 	slices.Sort(locks)
 	locks = slices.Compact(locks)
 	failed := -1
@@ -54,6 +57,13 @@ func (s *cappingStore) Reserve(ctx context.Context, id string, checks []capping.
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "herald-cap:"+s.db.schema+":"+k); err != nil {
 				return err
 			}
+		}
+		var held bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+s.res+` WHERE id = $1)`, id).Scan(&held); err != nil {
+			return err
+		}
+		if held {
+			return nil // still pending: a retry of the same reservation
 		}
 		for i, c := range checks {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+s.slots+` WHERE key = $1 AND at < $2 AND NOT pending`, c.Key, c.Since); err != nil {

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) capping.Store, opts *Options) {
 		{"CommitAndRelease", testCommitRelease},
 		{"LeaseExpiryCountsAsSent", testLease},
 		{"AddIsIdempotent", testAdd},
+		{"ReserveAgainWhilePending", testReserveAgain},
 		{"ConcurrentReservationsAreExact", testConcurrent},
 		{"Closed", testClosed},
 	}
@@ -167,6 +168,29 @@ func testLease(t *testing.T, s capping.Store) {
 	slots, _ := s.Slots(ctx, "k|u", base.Add(-time.Hour))
 	if len(slots) != 1 || slots[0].Pending {
 		t.Fatalf("after lease expiry the slot must count as sent: %+v", slots)
+	}
+}
+
+// A caller that retries a reservation (same ID, still pending) takes no
+// second slot; once settled, the ID is free again.
+func testReserveAgain(t *testing.T, s capping.Store) {
+	if f := reserve(t, s, "m1|u", one("k|u", 2), base); f != -1 {
+		t.Fatalf("first: %d", f)
+	}
+	if f := reserve(t, s, "m1|u", one("k|u", 2), base.Add(time.Second)); f != -1 {
+		t.Fatalf("the same pending reservation again: got %d, want -1 (already held)", f)
+	}
+	if n := count(t, s, "k|u", base.Add(-time.Hour)); n != 1 {
+		t.Fatalf("%d slots after reserving the same ID twice, want 1", n)
+	}
+	if err := s.Commit(ctx, "m1|u"); err != nil {
+		t.Fatalf("Commit of the retried reservation: %v", err)
+	}
+	if f := reserve(t, s, "m2|u", one("k|u", 2), base.Add(2*time.Second)); f != -1 {
+		t.Fatalf("second message: %d", f)
+	}
+	if f := reserve(t, s, "m3|u", one("k|u", 2), base.Add(3*time.Second)); f != 0 {
+		t.Fatalf("third message over a limit of 2: got %d, want 0", f)
 	}
 }
 
