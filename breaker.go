@@ -68,6 +68,17 @@ func (b *breaker) allow(now time.Time) (wait time.Duration, ok bool) {
 	return 0, true
 }
 
+// remaining is how long the circuit stays open from now (0 when closed),
+// spread like allow's waits; unlike allow it never starts a probe.
+func (b *breaker) remaining(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.openUntil.IsZero() || !now.Before(b.openUntil) {
+		return 0
+	}
+	return b.openUntil.Sub(now) + jitter(b.cooldown)
+}
+
 // success closes the circuit: the provider answered.
 func (b *breaker) success() {
 	if b.cfg.Disabled {

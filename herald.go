@@ -373,7 +373,7 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 	for i, r := range rs {
 		out[i] = Result{ID: r.ID, Duplicate: r.Duplicate}
 		if !r.Duplicate {
-			d.track(ctx, &ms[i], r.ID, tracking.Accepted, now, 0, nil)
+			d.track(ctx, &ms[i], tracking.Accepted, now, 0, nil)
 		}
 	}
 	return out, nil
@@ -452,8 +452,11 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 		Payload:        payload,
 		IdempotencyKey: m.IdempotencyKey,
 		Lane:           lane,
-		RunAt:          m.SendAt,
-		ExpiresAt:      start.Add(cmp.Or(m.TTL, d.cfg.DefaultTTL)),
+		// RunAt set (never zero) so the deadline is always after it, even
+		// when the queue's clock has moved past a short TTL by the time it
+		// stores the job: such a message is accepted and expires, recorded.
+		RunAt:     start,
+		ExpiresAt: start.Add(cmp.Or(m.TTL, d.cfg.DefaultTTL)),
 	}, nil
 }
 
@@ -471,7 +474,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	if wait, ok := b.allow(now); !ok {
 		// The provider is down: wait without calling it (no attempt used;
 		// the TTL still bounds the wait).
-		d.track(ctx, &m, job.ID, tracking.Deferred, now, job.Attempt, nil)
+		d.track(ctx, &m, tracking.Deferred, now, job.Attempt, nil)
 		return retry.Snooze(wait)
 	}
 	var reservation string
@@ -485,16 +488,31 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 			// hours and a store outage defer it. Either way its TTL
 			// bounds the wait: the queue expires it, never sends it late.
 			if dec.Deferred() && (!d.rules[dec.CappedBy] || d.cfg.DeferCapped) {
-				d.track(ctx, &m, job.ID, tracking.Deferred, now, job.Attempt, nil)
+				d.track(ctx, &m, tracking.Deferred, now, job.Attempt, nil)
 				return retry.Snooze(dec.DeferUntil.Sub(now))
 			}
-			d.track(ctx, &m, job.ID, tracking.Capped, now, job.Attempt, nil)
+			d.track(ctx, &m, tracking.Capped, now, job.Attempt, nil)
 			return retry.Skip("capped by " + dec.CappedBy) // done, not sent: the job says why
 		}
 		reservation = dec.Reservation
 	}
+	// The deadline is checked again at the last moment (a cap or a slow
+	// store may have taken the time), and bounds the request itself: a
+	// send that cannot finish by then is abandoned, not delivered late.
+	if !job.ExpiresAt.IsZero() && !d.cfg.Now().Before(job.ExpiresAt) {
+		if reservation != "" {
+			_ = d.cfg.Limiter.Release(ctx, reservation, d.cfg.Now())
+		}
+		return retry.Snooze(0) // the queue expires it: its next run would be too late
+	}
 	bindDeadline(&m, job.ExpiresAt, d.cfg.Now())
-	providerID, provider, err := d.deliver(ctx, &m)
+	sendCtx := ctx
+	if !job.ExpiresAt.IsZero() {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithDeadline(ctx, job.ExpiresAt)
+		defer cancel()
+	}
+	providerID, provider, err := d.deliver(sendCtx, &m)
 	if err != nil && providerDown(err) {
 		if b.failure(d.cfg.Now(), authRefused(err)) {
 			d.cfg.Logger.Warn("herald: circuit open: the provider is down; its messages wait", "route", m.route(), "err", err)
@@ -508,7 +526,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 				d.cfg.Logger.Warn("herald: capping commit failed; the slot counts as sent when its lease ends", "job", job.ID, "err", cerr)
 			}
 		}
-		d.trackSent(ctx, &m, job.ID, provider, providerID, job.Attempt)
+		d.trackSent(ctx, &m, provider, providerID, job.Attempt)
 		return nil
 	}
 	if reservation != "" && notSent(err) {
@@ -522,17 +540,16 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	case authRefused(err):
 		// Our credentials, not the message: keep it until someone fixes
 		// them (or its TTL passes).
-		d.track(ctx, &m, job.ID, tracking.Failed, d.cfg.Now(), job.Attempt, err)
-		wait, _ := b.allow(d.cfg.Now())
-		return retry.Snooze(max(wait, time.Second))
+		d.track(ctx, &m, tracking.Failed, d.cfg.Now(), job.Attempt, err)
+		return retry.Snooze(max(b.remaining(d.cfg.Now()), time.Second))
 	case recipientGone(err):
-		d.track(ctx, &m, job.ID, tracking.RecipientGone, d.cfg.Now(), job.Attempt, err)
+		d.track(ctx, &m, tracking.RecipientGone, d.cfg.Now(), job.Attempt, err)
 		return retry.Permanent(err)
 	case retryable(err):
-		d.track(ctx, &m, job.ID, tracking.Failed, d.cfg.Now(), job.Attempt, err)
+		d.track(ctx, &m, tracking.Failed, d.cfg.Now(), job.Attempt, err)
 		return err // the queue retries with backoff, or after the provider's Retry-After
 	default:
-		d.track(ctx, &m, job.ID, tracking.Failed, d.cfg.Now(), job.Attempt, err)
+		d.track(ctx, &m, tracking.Failed, d.cfg.Now(), job.Attempt, err)
 		return retry.Permanent(err)
 	}
 }
@@ -615,10 +632,10 @@ func (d *Dispatcher) observe(e retry.Event) {
 	if err := json.Unmarshal(e.Job.Payload, &m); err != nil {
 		return
 	}
-	d.track(context.Background(), &m, e.Job.ID, t, cmp.Or(e.At, d.cfg.Now()), e.Job.Attempt, e.Err)
+	d.track(context.Background(), &m, t, cmp.Or(e.At, d.cfg.Now()), e.Job.Attempt, e.Err)
 }
 
-func (d *Dispatcher) trackSent(ctx context.Context, m *Message, id int64, provider, providerID string, attempt int) {
+func (d *Dispatcher) trackSent(ctx context.Context, m *Message, provider, providerID string, attempt int) {
 	if d.cfg.Tracker == nil {
 		return
 	}
@@ -630,7 +647,7 @@ func (d *Dispatcher) trackSent(ctx context.Context, m *Message, id int64, provid
 	d.record(ctx, ev)
 }
 
-func (d *Dispatcher) track(ctx context.Context, m *Message, id int64, t tracking.Type, at time.Time, attempt int, err error) {
+func (d *Dispatcher) track(ctx context.Context, m *Message, t tracking.Type, at time.Time, attempt int, err error) {
 	if d.cfg.Tracker == nil {
 		return
 	}
