@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -30,7 +31,12 @@ import (
 	"github.com/heraldhq/herald/tracking"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(dispatchChildEnv); dir != "" {
+		os.Exit(dispatchChild(dir)) // re-executed by TestDispatcherCrashLosesNothing
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const topic = "com.example.app"
 

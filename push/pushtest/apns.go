@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -113,6 +114,12 @@ func (s *APNsServer) AuthKey() (p8 secret.Value, keyID, teamID string) {
 // ClientCertificate issues a client certificate for topic that the fake trusts.
 func (s *APNsServer) ClientCertificate(tb testing.TB, topic string) *tls.Certificate {
 	return s.ca.issue(tb, topic)
+}
+
+// CertificatePEM is the fake's server certificate, for a client in another
+// process (a crash test's child) to trust.
+func (s *APNsServer) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
 }
 
 // TLSConfig trusts the fake's server certificate.
