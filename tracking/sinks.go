@@ -27,7 +27,7 @@ import (
 
 // SlogSink writes each event as a structured log record. It never fails.
 type SlogSink struct {
-	Logger *slog.Logger
+	Logger *slog.Logger // default slog.Default()
 	Level  slog.Level
 }
 
@@ -37,9 +37,13 @@ func (s *SlogSink) Name() string { return "slog" }
 // Write implements Sink. Users and devices are logged as given: hash them
 // before tracking if they are personal data.
 func (s *SlogSink) Write(ctx context.Context, events []Event) error {
+	log := s.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	for i := range events {
 		e := &events[i]
-		s.Logger.LogAttrs(ctx, s.Level, "herald event",
+		log.LogAttrs(ctx, s.Level, "herald event",
 			slog.String("id", e.ID), slog.String("type", string(e.Type)), slog.String("message", e.MessageID),
 			slog.String("channel", e.Channel), slog.String("provider", e.Provider), slog.String("campaign", e.Campaign),
 			slog.String("error_class", e.ErrorClass), slog.Time("at", e.At))

@@ -481,3 +481,9 @@ func TestIngestShedsLoad(t *testing.T) {
 	require.Equal(t, 503, code)
 	require.NotEmpty(t, hdr.Get("Retry-After"))
 }
+
+// A SlogSink without a Logger writes to slog.Default instead of panicking
+// in the forwarder goroutine.
+func TestSlogSinkDefaultsToTheDefaultLogger(t *testing.T) {
+	require.NoError(t, (&tracking.SlogSink{}).Write(ctx, []tracking.Event{ev(1, tracking.Sent)}))
+}
