@@ -56,10 +56,16 @@ services_start() {
   eval "$redis_start"
   # Failure tests crash (SIGKILL) and restart the server with this command.
   export HERALD_REDIS_RESTART="kill -9 \$(cat $HERALD_SVC_DIR/redis/redis.pid); sleep 0.3; $redis_start; for i in \$(seq 50); do redis-cli -h 127.0.0.1 -p $HERALD_REDIS_PORT ping >/dev/null 2>&1 && break; sleep 0.1; done"
+  local up=
   for _ in $(seq 50); do
-    redis-cli -h 127.0.0.1 -p "$HERALD_REDIS_PORT" ping >/dev/null 2>&1 && break
+    redis-cli -h 127.0.0.1 -p "$HERALD_REDIS_PORT" ping >/dev/null 2>&1 && { up=1; break; }
     sleep 0.1
   done
+  if [ -z "$up" ]; then
+    echo "services: Redis did not answer on port $HERALD_REDIS_PORT:" >&2
+    tail -5 "$HERALD_SVC_DIR/redis/log" >&2 || true
+    return 1
+  fi
   export HERALD_REDIS_ADDR="127.0.0.1:$HERALD_REDIS_PORT"
   echo "== services: PostgreSQL $HERALD_POSTGRES_URL, Redis $HERALD_REDIS_ADDR"
 }
@@ -75,8 +81,9 @@ services_stop() {
       "$pgbin/pg_ctl" -D "$HERALD_SVC_DIR/pg" -m fast stop >/dev/null 2>&1 || true
     fi
   fi
-  redis-cli -h 127.0.0.1 -p "$HERALD_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-  # A server a failure test restarted may not answer to the above: end it by pid.
+  # Redis is ended by its pid, never by its port: another run on this
+  # machine may have taken the port since (a shutdown by port once stopped a
+  # second CI run's server in mid-test).
   for pidfile in "$HERALD_SVC_DIR/pg/postmaster.pid" "$HERALD_SVC_DIR/redis/redis.pid"; do
     if [ -f "$pidfile" ]; then
       kill -9 "$(head -n1 "$pidfile")" >/dev/null 2>&1 || true
