@@ -1,19 +1,15 @@
 package herald_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/apns"
 	"github.com/heraldhq/herald/push/pushtest"
@@ -135,17 +132,8 @@ func TestDispatcherCrashLosesNothing(t *testing.T) {
 	const rounds = 8
 	inFlight := 0
 	for round := range rounds {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), dispatchChildEnv+"="+dir, dispatchRoundEnv+"="+strconv.Itoa(round), dispatchAPNsEnv+"="+apnsAt)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		require.Equal(t, "ready", strings.TrimSpace(line), "child did not start")
-		time.Sleep(time.Duration(200+rand.IntN(600)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		_ = cmd.Wait()
+		multiproc.KillAtRandom(t, []string{dispatchChildEnv + "=" + dir, dispatchRoundEnv + "=" + strconv.Itoa(round),
+			dispatchAPNsEnv + "=" + apnsAt}, 200*time.Millisecond, 600*time.Millisecond)
 		db, err := embedded.Open(filepath.Join(dir, "herald.db"), nil)
 		require.NoError(t, err)
 		inFlight += db.Recovered()

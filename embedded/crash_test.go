@@ -1,24 +1,22 @@
 package embedded_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/retry"
 )
 
@@ -125,30 +123,8 @@ func TestCrashLosesNothing(t *testing.T) {
 	path := filepath.Join(dir, "herald.db")
 	inFlight, kills := 0, 0
 	for round := range rounds {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round), crashModeEnv+"=work")
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		ready := make(chan bool, 1)
-		go func() {
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			ready <- strings.TrimSpace(line) == "ready"
-		}()
-		select {
-		case ok := <-ready:
-			require.True(t, ok, "child did not start")
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatal("child did not start within 30s")
-		}
-		// The chaos schedule: the kill lands at a random moment of work.
-		time.Sleep(time.Duration(50+rand.IntN(950)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		err = cmd.Wait()
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit, "the child must die by the kill, not exit by itself")
+		multiproc.KillAtRandom(t, []string{crashChildEnv + "=" + dir, crashRoundEnv + "=" + strconv.Itoa(round), crashModeEnv + "=work"},
+			50*time.Millisecond, 950*time.Millisecond)
 		kills++
 
 		// Reopen with a full integrity check; count what was in flight.

@@ -1,24 +1,21 @@
 package embedded_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/tracking"
 )
 
@@ -72,17 +69,8 @@ func TestTrackingCrashLeavesNoSilentHole(t *testing.T) {
 	dir := t.TempDir()
 	const rounds = 6
 	for round := range rounds {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round), crashModeEnv+"=track")
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		require.Equal(t, "ready", strings.TrimSpace(line), "child did not start")
-		time.Sleep(time.Duration(200+rand.IntN(600)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		_ = cmd.Wait()
+		multiproc.KillAtRandom(t, []string{crashChildEnv + "=" + dir, crashRoundEnv + "=" + strconv.Itoa(round), crashModeEnv + "=track"},
+			200*time.Millisecond, 600*time.Millisecond)
 	}
 
 	db, err := embedded.Open(filepath.Join(dir, "herald.db"), nil)
