@@ -34,6 +34,7 @@ import (
 	"github.com/sideshow/apns2/token"
 	"golang.org/x/net/http2"
 
+	"github.com/heraldhq/herald/internal/tlsguard"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/secret"
 )
@@ -58,8 +59,10 @@ type Config struct {
 	KeyID   string
 	TeamID  string
 	// Certificate is the client certificate for certificate auth (load it
-	// with tls.X509KeyPair, or apns2's certificate package for .p12).
-	Certificate *tls.Certificate
+	// with tls.X509KeyPair, or apns2's certificate package for .p12), sealed
+	// so that no rendering of the Config prints its private key:
+	// secret.Seal(&cert).
+	Certificate secret.Opaque[*tls.Certificate]
 	// Topic is the default apns-topic (usually the bundle ID). Required
 	// unless every notification sets APNsOverride.Topic.
 	Topic string
@@ -73,9 +76,16 @@ type Config struct {
 	Connections int
 	// Timeout bounds one request. Default 30s.
 	Timeout time.Duration
-	// TLSConfig adds trust roots or other settings (tests point it at a fake
-	// APNs). Certificates in it are replaced by Certificate.
+	// TLSConfig adds trust roots or other settings (a private CA, a fake
+	// APNs in tests). Certificates in it are replaced by Certificate.
 	TLSConfig *tls.Config
+	// HTTPClient, when set, carries every request instead of the client's
+	// own HTTP/2 transports (a host behind a proxy, a custom dialer). It
+	// must speak HTTP/2 (an http.Transport with ForceAttemptHTTP2 does);
+	// Connections and TLSConfig are then unused, and with certificate auth
+	// its TLS configuration must present the certificate. Its Timeout, if
+	// zero, is set to Timeout on a copy.
+	HTTPClient *http.Client
 	// MinTokenRefresh is the least time between two forced JWT renewals.
 	// Default 20 minutes, Apple's limit.
 	MinTokenRefresh time.Duration
@@ -88,8 +98,15 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Client sends to APNs. It is safe for concurrent use.
+// Client sends to APNs. It is safe for concurrent use. Its state (the
+// signing key, the current JWT, the connections) is sealed: no rendering
+// of a *Client, by fmt, slog, encoding/json or a reflective dumper, prints
+// a credential.
 type Client struct {
+	st secret.Opaque[*client]
+}
+
+type client struct {
 	cfg     Config
 	conns   []*apns2.Client
 	next    atomic.Uint32
@@ -110,7 +127,7 @@ func New(cfg *Config) (*Client, error) {
 	if cfg == nil {
 		return nil, errors.New("apns: New: missing config")
 	}
-	c := &Client{cfg: *cfg}
+	c := &client{cfg: *cfg}
 	cc := &c.cfg
 	cc.Connections = cmp.Or(cc.Connections, 1)
 	cc.Timeout = cmp.Or(cc.Timeout, 30*time.Second)
@@ -127,8 +144,12 @@ func New(cfg *Config) (*Client, error) {
 			cc.Host = HostProduction
 		}
 	}
+	cert := cc.Certificate.Get()
+	if err := validTopic(cc.Topic); cc.Topic != "" && err != nil {
+		return nil, fmt.Errorf("apns: Config.Topic: %w", err)
+	}
 	switch {
-	case !cc.AuthKey.IsZero() && cc.Certificate != nil:
+	case !cc.AuthKey.IsZero() && cert != nil:
 		return nil, errors.New("apns: Config: set AuthKey or Certificate, not both")
 	case !cc.AuthKey.IsZero():
 		key, err := token.AuthKeyFromBytes(cc.AuthKey.Bytes())
@@ -143,8 +164,8 @@ func New(cfg *Config) (*Client, error) {
 		if err := c.ensureToken(); err != nil {
 			return nil, err
 		}
-	case cc.Certificate != nil:
-		if len(cc.Certificate.Certificate) == 0 {
+	case cert != nil:
+		if len(cert.Certificate) == 0 {
 			return nil, errors.New("apns: Config.Certificate holds no certificate")
 		}
 	default:
@@ -153,13 +174,24 @@ func New(cfg *Config) (*Client, error) {
 	if cc.Connections < 0 || cc.Timeout < 0 {
 		return nil, errors.New("apns: Config: Connections and Timeout must not be negative")
 	}
+	if cc.HTTPClient != nil {
+		hc := *cc.HTTPClient
+		hc.Timeout = cmp.Or(hc.Timeout, cc.Timeout)
+		hc.Transport = headerCapture{cmp.Or[http.RoundTripper](hc.Transport, http.DefaultTransport)}
+		ac := &apns2.Client{Host: cc.Host, Token: c.tok, HTTPClient: &hc}
+		if cert != nil {
+			ac.Certificate = *cert
+		}
+		c.conns = append(c.conns, ac)
+		return &Client{st: secret.Seal(c)}, nil
+	}
 	for range cc.Connections {
 		tlsCfg := &tls.Config{}
 		if cc.TLSConfig != nil {
 			tlsCfg = cc.TLSConfig.Clone()
 		}
-		if cc.Certificate != nil {
-			tlsCfg.Certificates = []tls.Certificate{*cc.Certificate}
+		if cert != nil {
+			tlsCfg.Certificates = []tls.Certificate{*cert}
 		}
 		transport := &http2.Transport{
 			TLSClientConfig: tlsCfg,
@@ -174,17 +206,52 @@ func New(cfg *Config) (*Client, error) {
 			Token:      c.tok,
 			HTTPClient: &http.Client{Transport: headerCapture{transport}, Timeout: cc.Timeout},
 		}
-		if cc.Certificate != nil {
-			ac.Certificate = *cc.Certificate
+		if cert != nil {
+			ac.Certificate = *cert
 		}
 		c.conns = append(c.conns, ac)
 	}
-	return c, nil
+	return &Client{st: secret.Seal(c)}, nil
 }
+
+// String, GoString, Format, LogValue and MarshalJSON render a Client
+// without its credentials.
+func (c *Client) String() string { return "apns.Client{[REDACTED]}" }
+
+// GoString implements fmt.GoStringer.
+func (c *Client) GoString() string { return c.String() }
+
+// Format implements fmt.Formatter for every verb.
+func (c *Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+
+// LogValue implements slog.LogValuer.
+func (c *Client) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON encodes the client as its redacted name.
+func (c *Client) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
+
+// Validate checks m as Send would before any network call (token,
+// payload, size, headers), so a host can refuse a bad message at the
+// door. It implements push.Validator.
+func (c *Client) Validate(m *push.Message) error { return c.st.Get().validate(m) }
+
+// Send implements push.Sender: one request per call (a renewal after
+// ExpiredProviderToken aside, which APNs answered before reading the
+// notification).
+func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
+	return c.st.Get().send(ctx, m)
+}
+
+// Build validates m and turns it into the apns2 notification Send would
+// post, without any network call. Errors are *push.Error.
+func (c *Client) Build(m *push.Message) (*apns2.Notification, error) { return c.st.Get().build(m) }
+
+// CloseIdleConnections closes idle connections.
+func (c *Client) CloseIdleConnections() { c.st.Get().closeIdle() }
 
 // ensureToken makes the JWT if it is missing or near Apple's limit, with
 // the error apns2's GenerateIfExpired would drop.
-func (c *Client) ensureToken() error {
+func (c *client) ensureToken() error {
 	if c.tok == nil || time.Now().Unix() < c.renewAt.Load() {
 		return nil
 	}
@@ -203,7 +270,7 @@ func (c *Client) ensureToken() error {
 
 // mirror copies the token's state for the lock-free send path; c.tok must
 // be locked. It renews a minute before apns2 would.
-func (c *Client) mirror() {
+func (c *client) mirror() {
 	b := c.tok.Bearer
 	c.current.Store(&b)
 	c.renewAt.Store(c.tok.IssuedAt + token.TokenTimeout - 60)
@@ -212,7 +279,7 @@ func (c *Client) mirror() {
 // forceRefresh renews the JWT after ExpiredProviderToken, unless bearer
 // was already replaced by another request or the last forced renewal was
 // less than MinTokenRefresh ago. It reports whether a retry may help.
-func (c *Client) forceRefresh(bearer string) bool {
+func (c *client) forceRefresh(bearer string) bool {
 	c.refresh.Lock()
 	defer c.refresh.Unlock()
 	if *c.current.Load() != bearer {
@@ -230,24 +297,20 @@ func (c *Client) forceRefresh(bearer string) bool {
 	return err == nil
 }
 
-func (c *Client) bearer() string {
+func (c *client) bearer() string {
 	if c.tok == nil {
 		return ""
 	}
 	return *c.current.Load()
 }
 
-// Validate checks m as Send would before any network call (token,
-// payload, size, headers), so a host can refuse a bad message at the
-// door. It implements push.Validator.
-func (c *Client) Validate(m *push.Message) error {
-	_, err := c.Build(m)
+func (c *client) validate(m *push.Message) error {
+	_, err := c.build(m)
 	return err
 }
 
-// Send implements push.Sender.
-func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
-	n, err := c.Build(m)
+func (c *client) send(ctx context.Context, m *push.Message) (push.Receipt, error) {
+	n, err := c.build(m)
 	if err != nil {
 		return push.Receipt{}, err
 	}
@@ -260,7 +323,7 @@ func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error
 		hdr := &capturedHeaders{}
 		res, err := conn.PushWithContext(context.WithValue(ctx, headerKey{}, hdr), n)
 		if err != nil {
-			return push.Receipt{}, &push.Error{Provider: push.APNs, Kind: push.ErrUnavailable, Token: push.MaskToken(m.Token), Err: networkError(ctx, err)}
+			return push.Receipt{}, transportError(ctx, err, m.Token)
 		}
 		if res.StatusCode == http.StatusOK {
 			return push.Receipt{Provider: push.APNs, ID: res.ApnsID, At: c.cfg.Now()}, nil
@@ -275,6 +338,22 @@ func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error
 		c.cfg.Logger.Debug("apns: refused", "status", res.StatusCode, "reason", res.Reason, "token", push.MaskToken(m.Token))
 		return push.Receipt{}, perr
 	}
+}
+
+// transportError classes an error that came before any APNs answer: a
+// request the transport refused to build (a header it would not send)
+// is the message's fault, a server certificate we do not trust is our
+// configuration's, and anything else (refused, reset, timed out) is the
+// network's: the provider is unavailable.
+func transportError(ctx context.Context, err error, tok string) *push.Error {
+	e := &push.Error{Provider: push.APNs, Kind: push.ErrUnavailable, Token: push.MaskToken(tok), Err: networkError(ctx, err)}
+	switch {
+	case tlsguard.Untrusted(err):
+		e.Kind, e.Reason = push.ErrAuth, "server certificate not trusted"
+	case tlsguard.LocalRequestError(err):
+		e.Kind, e.Reason = push.ErrInvalidMessage, "the HTTP/2 transport refused the request"
+	}
+	return e
 }
 
 // networkError drops the request URL (which holds the device token) from
@@ -326,7 +405,7 @@ var reasons = map[string]error{
 	apns2.ReasonShutdown:                    push.ErrUnavailable,
 }
 
-func (c *Client) classify(res *apns2.Response, hdr *capturedHeaders, tok string) *push.Error {
+func (c *client) classify(res *apns2.Response, hdr *capturedHeaders, tok string) *push.Error {
 	kind, ok := reasons[res.Reason]
 	if !ok {
 		switch {
@@ -354,9 +433,7 @@ func (c *Client) classify(res *apns2.Response, hdr *capturedHeaders, tok string)
 	return e
 }
 
-// Build validates m and turns it into the apns2 notification Send would
-// post, without any network call. Errors are *push.Error.
-func (c *Client) Build(m *push.Message) (*apns2.Notification, error) {
+func (c *client) build(m *push.Message) (*apns2.Notification, error) {
 	bad := func(kind error, reason string) error {
 		return &push.Error{Provider: push.APNs, Kind: kind, Reason: reason, Token: push.MaskToken(m.Token)}
 	}
@@ -371,6 +448,9 @@ func (c *Client) Build(m *push.Message) (*apns2.Notification, error) {
 	topic := cmp.Or(ov.Topic, c.cfg.Topic)
 	if topic == "" {
 		return nil, bad(push.ErrInvalidMessage, "missing topic: set Config.Topic or APNsOverride.Topic")
+	}
+	if err := validTopic(topic); err != nil {
+		return nil, bad(push.ErrInvalidMessage, "APNsOverride.Topic: "+err.Error())
 	}
 	pushType := apns2.EPushType(ov.PushType)
 	if pushType == "" {
@@ -412,6 +492,9 @@ func (c *Client) Build(m *push.Message) (*apns2.Notification, error) {
 	if len(collapse) > 64 {
 		return nil, bad(push.ErrInvalidMessage, "collapse ID over 64 bytes")
 	}
+	if !headerSafe(collapse) {
+		return nil, bad(push.ErrInvalidMessage, "collapse ID has a control or non-ASCII character (it is sent as the apns-collapse-id header)")
+	}
 	body, err := Payload(nt)
 	if err != nil {
 		return nil, bad(push.ErrInvalidMessage, err.Error())
@@ -432,6 +515,32 @@ func (c *Client) Build(m *push.Message) (*apns2.Notification, error) {
 		Expiration:  nt.ExpiryAt(c.cfg.Now()),
 		Payload:     body,
 	}, nil
+}
+
+// validTopic checks a topic (a bundle ID, with a suffix for some push
+// types): it is sent as the apns-topic header, so it must be printable
+// ASCII without spaces, and Apple's bundle IDs are at most 155 bytes.
+func validTopic(t string) error {
+	if len(t) > 200 {
+		return fmt.Errorf("topic of %d bytes, over 200", len(t))
+	}
+	for i := 0; i < len(t); i++ {
+		if b := t[i]; b <= ' ' || b >= 0x7f {
+			return errors.New("topic has a space, control or non-ASCII character (it is sent as the apns-topic header)")
+		}
+	}
+	return nil
+}
+
+// headerSafe reports whether v can be sent as an HTTP/2 header value as
+// it is: printable ASCII and spaces, nothing the transport would refuse.
+func headerSafe(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < ' ' || b >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func withSuffix(topic, suffix string) string {
@@ -589,9 +698,10 @@ func (t headerCapture) RoundTrip(r *http.Request) (*http.Response, error) {
 	return res, err
 }
 
-// CloseIdleConnections closes idle connections.
-func (c *Client) CloseIdleConnections() {
+func (c *client) closeIdle() {
 	for _, conn := range c.conns {
-		conn.HTTPClient.Transport.(headerCapture).base.(*http2.Transport).CloseIdleConnections()
+		if t, ok := conn.HTTPClient.Transport.(headerCapture).base.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
 	}
 }

@@ -151,7 +151,7 @@ func TestExpiredProviderTokenIsRenewedOnce(t *testing.T) {
 func TestCertificateAuth(t *testing.T) {
 	t.Parallel()
 	srv := pushtest.NewAPNs(t, nil)
-	c := newClient(t, srv, func(cfg *apns.Config) { cfg.Certificate = srv.ClientCertificate(t, topic) })
+	c := newClient(t, srv, func(cfg *apns.Config) { cfg.Certificate = secret.Seal(srv.ClientCertificate(t, topic)) })
 	_, err := c.Send(ctx, msg("a"))
 	require.NoError(t, err)
 	r := srv.Delivered()[0]
@@ -159,7 +159,7 @@ func TestCertificateAuth(t *testing.T) {
 	require.Empty(t, r.JWT)
 
 	other := newClient(t, srv, func(cfg *apns.Config) {
-		cfg.Certificate = srv.ClientCertificate(t, "com.other.app")
+		cfg.Certificate = secret.Seal(srv.ClientCertificate(t, "com.other.app"))
 	})
 	_, err = other.Send(ctx, msg("a"))
 	require.ErrorIs(t, err, push.ErrInvalidMessage)
@@ -310,7 +310,7 @@ func TestBadCredentialsAreRefusedAtNew(t *testing.T) {
 	require.NotContains(t, err.Error(), "CANARY")
 	_, err = apns.New(&apns.Config{Topic: topic})
 	require.ErrorContains(t, err, "AuthKey")
-	_, err = apns.New(&apns.Config{AuthKey: secret.String("x"), Certificate: nil, Topic: topic})
+	_, err = apns.New(&apns.Config{AuthKey: secret.String("x"), Topic: topic})
 	require.Error(t, err)
 }
 

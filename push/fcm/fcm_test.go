@@ -24,8 +24,7 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
-		// The Firebase SDK's HTTP transport keeps idle keep-alive
-		// connections it offers no way to close.
+		// Clients' idle keep-alive connections to fakes that have closed.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"))
@@ -106,7 +105,7 @@ func TestServiceAccountCredentials(t *testing.T) {
 	fromBytes := newClient(t, srv, func(cfg *fcm.Config) { cfg.CredentialsJSON = sa })
 	_, err := fromBytes.Send(ctx, msg("a"))
 	require.NoError(t, err)
-	require.Equal(t, 1, srv.TokenGrants(), "the SDK exchanged a signed JWT for a token at the fake")
+	require.Equal(t, 1, srv.TokenGrants(), "the client exchanged a signed JWT for a token at the fake")
 
 	path := filepath.Join(t.TempDir(), "sa.json")
 	require.NoError(t, os.WriteFile(path, sa.Bytes(), 0o600))
@@ -162,8 +161,8 @@ func TestEveryErrorCodeIsClassified(t *testing.T) {
 		{"QUOTA_EXCEEDED", "30", push.ErrRateLimited, 30 * time.Second},
 		{"QUOTA_EXCEEDED", time.Now().Add(time.Minute).UTC().Format(http.TimeFormat), push.ErrRateLimited, time.Minute},
 		{"INTERNAL", "", push.ErrUnavailable, 0},
-		// Past 120 s the SDK does not retry a 503 itself: the queue does.
 		{"UNAVAILABLE", "121", push.ErrUnavailable, 121 * time.Second},
+		{"UNAVAILABLE", "", push.ErrUnavailable, 0},
 	}
 	for _, tc := range cases {
 		srv.FailNext(1, pushtest.Fault{Reason: tc.code, RetryAfter: tc.retryAfter})
@@ -176,14 +175,50 @@ func TestEveryErrorCodeIsClassified(t *testing.T) {
 	}
 }
 
-func TestSDKRetriesShortOutagesItself(t *testing.T) {
+func TestOneRequestPerSend(t *testing.T) {
 	t.Parallel()
 	srv := pushtest.NewFCM(t, nil)
 	c := newClient(t, srv, nil)
-	srv.FailNext(1, pushtest.Fault{Reason: "UNAVAILABLE"})
+	// No retry underneath the caller: a 503 (with or without Retry-After),
+	// a 500 and a 429 each cost exactly one request, and the error says
+	// when to come back.
+	for i, f := range []pushtest.Fault{{Reason: "UNAVAILABLE"}, {Reason: "UNAVAILABLE", RetryAfter: "1"}, {Reason: "INTERNAL"}, {Reason: "QUOTA_EXCEEDED", RetryAfter: "7"}} {
+		srv.FailNext(1, f)
+		_, err := c.Send(ctx, msg("x"))
+		require.True(t, push.IsRetryable(err), f.Reason)
+		require.Len(t, srv.Requests(), i+1, "one request for %s", f.Reason)
+	}
 	_, err := c.Send(ctx, msg("x"))
 	require.NoError(t, err)
-	require.Len(t, srv.Requests(), 2)
+	require.Len(t, srv.Requests(), 5)
+}
+
+func TestTokenEndpointRefusalsAreAuthErrors(t *testing.T) {
+	t.Parallel()
+	srv := pushtest.NewFCM(t, nil)
+	for _, code := range []string{"invalid_grant", "unauthorized_client"} {
+		srv.RefuseTokens(code)
+		c := newClient(t, srv, func(cfg *fcm.Config) { cfg.CredentialsJSON = srv.ServiceAccountJSON(t) })
+		_, err := c.Send(ctx, msg("x"))
+		require.ErrorIs(t, err, push.ErrAuth, code)
+		require.False(t, push.IsRetryable(err), code)
+		require.Contains(t, err.Error(), code)
+	}
+	require.Empty(t, srv.Requests(), "no message request without a token")
+}
+
+func TestUntrustedCertificateIsAConfigurationError(t *testing.T) {
+	t.Parallel()
+	srv := pushtest.NewFCM(t, &pushtest.FCMOptions{TLS: true})
+	// No roots for the fake's CA: the handshake fails, and that is not an outage.
+	c := newClient(t, srv, func(cfg *fcm.Config) { cfg.HTTPClient = &http.Client{} })
+	_, err := c.Send(ctx, msg("x"))
+	require.ErrorIs(t, err, push.ErrAuth)
+	require.Contains(t, err.Error(), "certificate")
+	// With the fake's CA, through the host's own *http.Client, it works.
+	ok := newClient(t, srv, func(cfg *fcm.Config) { cfg.HTTPClient = srv.HTTPClient() })
+	_, err = ok.Send(ctx, msg("x"))
+	require.NoError(t, err)
 }
 
 func TestWrongCredentialsAreAuthErrors(t *testing.T) {

@@ -134,7 +134,7 @@ func (s *APNsServer) TLSConfig() *tls.Config {
 func (s *APNsServer) Configure(cfg *apns.Config) *apns.Config {
 	cfg.Host = s.URL()
 	cfg.TLSConfig = s.TLSConfig()
-	if cfg.AuthKey.IsZero() && cfg.Certificate == nil {
+	if cfg.AuthKey.IsZero() && cfg.Certificate.IsZero() {
 		cfg.AuthKey, cfg.KeyID, cfg.TeamID = s.AuthKey()
 	}
 	return cfg

@@ -24,6 +24,9 @@ import (
 type FCMOptions struct {
 	// ProjectID the fake serves. Default "pushtest-project".
 	ProjectID string
+	// TLS serves https with a certificate of the fake's own CA (see
+	// HTTPClient); default plain http on loopback.
+	TLS bool
 }
 
 // FCMRequest is one messages:send request the fake received.
@@ -50,10 +53,11 @@ type FCMServer struct {
 	projectID string
 	access    string
 
-	mu          sync.Mutex
-	requests    []FCMRequest
-	tokenGrants int
-	seq         int
+	mu           sync.Mutex
+	requests     []FCMRequest
+	tokenGrants  int
+	refuseTokens string
+	seq          int
 }
 
 // NewFCM starts a fake FCM for the test.
@@ -63,9 +67,25 @@ func NewFCM(tb testing.TB, opts *FCMOptions) *FCMServer {
 	if opts != nil && opts.ProjectID != "" {
 		s.projectID = opts.ProjectID
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	if opts != nil && opts.TLS {
+		s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	} else {
+		s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	}
 	tb.Cleanup(s.srv.Close)
 	return s
+}
+
+// HTTPClient is an *http.Client that trusts the fake (with TLS).
+func (s *FCMServer) HTTPClient() *http.Client { return s.srv.Client() }
+
+// RefuseTokens makes the token endpoint answer 400 with the OAuth error
+// code (invalid_grant, unauthorized_client, ...) from now on; "" grants
+// tokens again.
+func (s *FCMServer) RefuseTokens(code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseTokens = code
 }
 
 // URL is the fake's base URL.
@@ -157,8 +177,17 @@ var fcmStatus = map[string]struct {
 func (s *FCMServer) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/token" {
 		s.mu.Lock()
-		s.tokenGrants++
+		refuse := s.refuseTokens
+		if refuse == "" {
+			s.tokenGrants++
+		}
 		s.mu.Unlock()
+		if refuse != "" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":%q,"error_description":"refused by the fake"}`, refuse)
+			return
+		}
 		_ = r.ParseForm()
 		if r.Form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" || r.Form.Get("assertion") == "" {
 			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)

@@ -12,16 +12,22 @@ import (
 	"github.com/heraldhq/herald/push"
 )
 
-// KnownPushServices are the hosts (and their subdomains) a subscription
-// endpoint may name without Config.AllowedHosts: FCM (Chrome, Edge on
-// Android), Mozilla autopush (Firefox), Apple (Safari) and Windows (WNS).
-var KnownPushServices = []string{
+// knownPushServices are the hosts (and their subdomains) a subscription
+// endpoint may name without Config.AllowedHosts. Unexported so that no
+// code in the process can widen the allow-list behind the operator's back.
+var knownPushServices = []string{
 	"fcm.googleapis.com",
 	"android.googleapis.com",
 	"push.services.mozilla.com",
 	"push.apple.com",
 	"notify.windows.com",
 }
+
+// KnownPushServices returns a copy of the hosts (and their subdomains) a
+// subscription endpoint may name without Config.AllowedHosts: FCM
+// (Chrome, Edge on Android), Mozilla autopush (Firefox), Apple (Safari)
+// and Windows (WNS). Operators add hosts through Config.AllowedHosts.
+func KnownPushServices() []string { return append([]string(nil), knownPushServices...) }
 
 // blockedPrefixes are never dialled: loopback, private, link-local (cloud
 // metadata), carrier-grade NAT, benchmarking, documentation, multicast and
@@ -41,7 +47,26 @@ var blockedPrefixes = func() []netip.Prefix {
 }()
 
 // allowedIP reports whether ip may be dialled; loopback only when allowed.
+// A zoned address (fe80::1%eth0) names an interface, never a push
+// service, and IPv4-compatible IPv6 (::a.b.c.d, deprecated by RFC 4291)
+// would smuggle an IPv4 address past the IPv4 ranges: both are refused.
 func allowedIP(ip netip.Addr, allowLoopback bool) bool {
+	if ip.Zone() != "" {
+		return false
+	}
+	if ip.Is6() && !ip.Is4In6() {
+		b := ip.As16()
+		compat := true
+		for _, x := range b[:12] {
+			if x != 0 {
+				compat = false
+				break
+			}
+		}
+		if compat && !ip.IsLoopback() && !ip.IsUnspecified() {
+			return false // ::/96 minus :: and ::1
+		}
+	}
 	ip = ip.Unmap()
 	if allowLoopback && ip.IsLoopback() {
 		return true
@@ -98,6 +123,9 @@ func (g *guard) checkEndpoint(endpoint string) error {
 			return nil
 		}
 	}
+	if strings.Contains(u.Host, "%") || strings.Contains(host, "%") {
+		return forbidden(endpoint, "endpoint host has a zone (an interface name)")
+	}
 	if _, err := netip.ParseAddr(host); err == nil {
 		return forbidden(endpoint, "endpoint host is an IP address")
 	}
@@ -105,7 +133,7 @@ func (g *guard) checkEndpoint(endpoint string) error {
 		return forbidden(endpoint, "endpoint port is not 443")
 	}
 	host = strings.TrimSuffix(host, ".")
-	for _, k := range KnownPushServices {
+	for _, k := range knownPushServices {
 		if host == k || strings.HasSuffix(host, "."+k) {
 			return nil
 		}

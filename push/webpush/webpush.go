@@ -30,6 +30,7 @@ import (
 
 	webpushgo "github.com/SherClockHolmes/webpush-go"
 
+	"github.com/heraldhq/herald/internal/tlsguard"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/secret"
 )
@@ -75,13 +76,60 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Client sends Web Push notifications. It is safe for concurrent use.
+// Client sends Web Push notifications. It is safe for concurrent use. Its
+// state (the VAPID private key) is sealed: no rendering of a *Client
+// prints it.
 type Client struct {
+	st secret.Opaque[*client]
+}
+
+type client struct {
 	cfg   Config
 	guard *guard
 	http  *http.Client
-	priv  string // VAPID private key, base64url, for webpush-go
+	priv  secret.Value // VAPID private key, base64url, for webpush-go
 }
+
+// String, GoString, Format, LogValue and MarshalJSON render a Client
+// without its credentials.
+func (c *Client) String() string { return "webpush.Client{[REDACTED]}" }
+
+// GoString implements fmt.GoStringer.
+func (c *Client) GoString() string { return c.String() }
+
+// Format implements fmt.Formatter for every verb.
+func (c *Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+
+// LogValue implements slog.LogValuer.
+func (c *Client) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON encodes the client as its redacted name.
+func (c *Client) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
+
+// Validate checks m as Send would before any network call (the
+// subscription, its endpoint against the client's rules — without the DNS
+// lookup Send makes —, the payload and its size), so a host can refuse a
+// bad message at the door. It implements push.Validator.
+func (c *Client) Validate(m *push.Message) error {
+	_, _, _, err := c.st.Get().check(m)
+	return err
+}
+
+// ParseSubscription decodes and checks a subscription's JSON and its
+// endpoint against the client's rules. Errors are *push.Error with
+// ErrInvalidToken or ErrForbiddenEndpoint.
+func (c *Client) ParseSubscription(s string) (*Subscription, error) {
+	return c.st.Get().parseSubscription(s)
+}
+
+// Send implements push.Sender: one request per call. m.Token is the
+// subscription's JSON.
+func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
+	return c.st.Get().send(ctx, m)
+}
+
+// CloseIdleConnections closes idle connections.
+func (c *Client) CloseIdleConnections() { c.st.Get().http.CloseIdleConnections() }
 
 var _ push.Sender = (*Client)(nil)
 
@@ -106,7 +154,7 @@ func New(cfg *Config) (*Client, error) {
 	if cfg == nil {
 		return nil, errors.New("webpush: New: missing config")
 	}
-	c := &Client{cfg: *cfg}
+	c := &client{cfg: *cfg}
 	cc := &c.cfg
 	cc.Timeout = cmp.Or(cc.Timeout, 30*time.Second)
 	if cc.Logger == nil {
@@ -133,7 +181,7 @@ func New(cfg *Config) (*Client, error) {
 	if !bytes.Equal(key.PublicKey().Bytes(), pub) {
 		return nil, fmt.Errorf("%w: VAPIDPrivateKey does not match VAPIDPublicKey", ErrInvalidVAPIDKeys)
 	}
-	c.priv = base64.RawURLEncoding.EncodeToString(privBytes)
+	c.priv = secret.String(base64.RawURLEncoding.EncodeToString(privBytes))
 	cc.Subscriber = strings.TrimPrefix(cc.Subscriber, "mailto:")
 	if cc.Subscriber == "" {
 		return nil, errors.New("webpush: Config.Subscriber is required (an email address or https URL)")
@@ -143,7 +191,11 @@ func New(cfg *Config) (*Client, error) {
 	}
 	g := &guard{allowLoopback: cc.AllowLoopback, lookup: cc.LookupIP}
 	for _, h := range cc.AllowedHosts {
-		g.allowed = append(g.allowed, strings.ToLower(h))
+		h = strings.ToLower(strings.TrimSpace(h))
+		if h == "" || strings.ContainsAny(h, "/@?#% \t\r\n") {
+			return nil, fmt.Errorf("webpush: Config.AllowedHosts: %q is not a host or host:port", h)
+		}
+		g.allowed = append(g.allowed, h)
 	}
 	c.guard = g
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -165,7 +217,7 @@ func New(cfg *Config) (*Client, error) {
 			return http.ErrUseLastResponse // never follow a push service elsewhere
 		},
 	}
-	return c, nil
+	return &Client{st: secret.Seal(c)}, nil
 }
 
 // Subscription is a browser's PushSubscription.
@@ -177,17 +229,8 @@ type Subscription struct {
 	} `json:"keys"`
 }
 
-// Validate checks m as Send would before any network call (the
-// subscription, its endpoint against the client's rules — without the DNS
-// lookup Send makes —, the payload and its size), so a host can refuse a
-// bad message at the door. It implements push.Validator.
-func (c *Client) Validate(m *push.Message) error {
-	_, _, _, err := c.check(m)
-	return err
-}
-
-func (c *Client) check(m *push.Message) (*Subscription, []byte, webpushgo.Urgency, error) {
-	sub, err := c.ParseSubscription(m.Token)
+func (c *client) check(m *push.Message) (*Subscription, []byte, webpushgo.Urgency, error) {
+	sub, err := c.parseSubscription(m.Token)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -209,10 +252,7 @@ func (c *Client) check(m *push.Message) (*Subscription, []byte, webpushgo.Urgenc
 	return sub, body, urg, nil
 }
 
-// ParseSubscription decodes and checks a subscription's JSON and its
-// endpoint against the client's rules. Errors are *push.Error with
-// ErrInvalidToken or ErrForbiddenEndpoint.
-func (c *Client) ParseSubscription(s string) (*Subscription, error) {
+func (c *client) parseSubscription(s string) (*Subscription, error) {
 	bad := func(why string) error {
 		return &push.Error{Provider: push.WebPush, Kind: push.ErrInvalidToken, Reason: why}
 	}
@@ -292,8 +332,7 @@ func urgency(n *push.Notification) (webpushgo.Urgency, error) {
 	return webpushgo.UrgencyHigh, nil
 }
 
-// Send implements push.Sender. m.Token is the subscription's JSON.
-func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error) {
+func (c *client) send(ctx context.Context, m *push.Message) (push.Receipt, error) {
 	sub, body, urg, err := c.check(m)
 	if err != nil {
 		return push.Receipt{}, err
@@ -321,7 +360,7 @@ func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error
 		TTL:             max(int(ttl.Seconds()), 1),
 		Urgency:         urg,
 		VAPIDPublicKey:  c.cfg.VAPIDPublicKey,
-		VAPIDPrivateKey: c.priv,
+		VAPIDPrivateKey: c.priv.Reveal(),
 	})
 	if err != nil {
 		var ue *url.Error
@@ -333,6 +372,12 @@ func (c *Client) Send(ctx context.Context, m *push.Message) (push.Receipt, error
 		}
 		if errors.Is(err, webpushgo.ErrMaxPadExceeded) {
 			return push.Receipt{}, bad(push.ErrPayloadTooLarge, err.Error())
+		}
+		if tlsguard.Untrusted(err) {
+			return push.Receipt{}, &push.Error{Provider: push.WebPush, Kind: push.ErrAuth, Reason: "push service certificate not trusted", Token: masked, Err: err}
+		}
+		if tlsguard.LocalRequestError(err) {
+			return push.Receipt{}, &push.Error{Provider: push.WebPush, Kind: push.ErrInvalidMessage, Reason: "the HTTP transport refused the request", Token: masked, Err: err}
 		}
 		return push.Receipt{}, &push.Error{Provider: push.WebPush, Kind: push.ErrUnavailable, Token: masked, Err: err}
 	}
@@ -379,6 +424,3 @@ func firstLine(b []byte) string {
 	}
 	return s
 }
-
-// CloseIdleConnections closes idle connections.
-func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
