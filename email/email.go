@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mime"
 	"net/mail"
 	"net/url"
 	"strings"
@@ -28,6 +29,23 @@ const DefaultMaxSize = 10 << 20
 
 // maxAddress is RFC 5321's path limit; longer input never reaches the parser.
 const maxAddress = 254
+
+// DefaultMaxRecipients caps To, Cc and Bcc together: 100, the number RFC
+// 5321 (§4.5.3.1.8) requires every server to accept. Servers refuse more
+// with 452 (or 550 5.5.3) after the envelope has started, which says
+// nothing about their health.
+const DefaultMaxRecipients = 100
+
+// maxLine is RFC 5322's hard limit on a header line (§2.1.1), CRLF aside.
+// Header values are folded at whitespace; a run without whitespace cannot
+// be, so one longer than maxRun (the line minus the longest header name
+// and ": ") is refused instead of going out as a line the server refuses
+// for good.
+const (
+	maxLine     = 998
+	maxRun      = maxLine - 80
+	maxFilename = 255
+)
 
 // Message is one email.
 type Message struct {
@@ -120,7 +138,20 @@ type Error struct {
 	// Recipients are the message's envelope recipients, masked.
 	Recipients []string
 	RetryAfter time.Duration
-	Err        error // the underlying network or TLS error, if any
+	// Recipient is true when the server refused the envelope's recipients
+	// (RCPT TO), not the connection or the session: a mailbox full, a
+	// greylisted or unknown address, too many recipients. It says nothing
+	// about the server's health, so it never opens a circuit (AboutMessage).
+	Recipient bool
+	Err       error // the underlying network or TLS error, if any
+}
+
+// AboutMessage reports whether the refusal is about this message (its
+// content, its recipients) rather than the server being unreachable,
+// overloaded or refusing our credentials: such a refusal must not count
+// toward a circuit breaker's view of the server.
+func (e *Error) AboutMessage() bool {
+	return e.Recipient || !(errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrAuth))
 }
 
 func (e *Error) Error() string {
@@ -200,6 +231,8 @@ func Classify(code int, enhanced string) error {
 		return ErrInvalidMessage
 	case code >= 500:
 		return ErrRejected
+	case code == 452 && strings.HasPrefix(enhanced, "4.5.3"):
+		return ErrInvalidMessage // too many recipients: the same message will be refused again
 	case code == 421 || code == 450 || code == 451 && strings.HasPrefix(enhanced, "4.7.") || strings.HasPrefix(enhanced, "4.7."):
 		return ErrRateLimited
 	case code >= 400:
@@ -212,6 +245,9 @@ func Classify(code int, enhanced string) error {
 type Options struct {
 	// MaxSize caps bodies plus attachments in bytes. Default DefaultMaxSize.
 	MaxSize int
+	// MaxRecipients caps To, Cc and Bcc together. Default
+	// DefaultMaxRecipients.
+	MaxRecipients int
 }
 
 // Validate checks m and returns the parsed envelope sender and recipients.
@@ -223,9 +259,15 @@ func Validate(m *Message, opts *Options) (from *mail.Address, rcpts []*mail.Addr
 	bad := func(kind error, field, why string) error {
 		return &Error{Kind: kind, Field: field, Reason: why}
 	}
-	maxSize := DefaultMaxSize
+	maxSize, maxRcpts := DefaultMaxSize, DefaultMaxRecipients
 	if opts != nil && opts.MaxSize > 0 {
 		maxSize = opts.MaxSize
+	}
+	if opts != nil && opts.MaxRecipients > 0 {
+		maxRcpts = opts.MaxRecipients
+	}
+	if n := len(m.To) + len(m.Cc) + len(m.Bcc); n > maxRcpts {
+		return nil, nil, bad(ErrInvalidMessage, "To", fmt.Sprintf("%d recipients in To, Cc and Bcc, over the limit of %d (servers refuse more with 452)", n, maxRcpts))
 	}
 	from, err = parseAddress("From", m.From)
 	if err != nil {
@@ -254,6 +296,9 @@ func Validate(m *Message, opts *Options) (from *mail.Address, rcpts []*mail.Addr
 	if err := headerValue("Subject", m.Subject); err != nil {
 		return nil, nil, err
 	}
+	if err := foldable("Subject", m.Subject); err != nil {
+		return nil, nil, err
+	}
 	if m.Text == "" && m.HTML == "" {
 		return nil, nil, bad(ErrInvalidMessage, "Text", "no body: set Text or HTML")
 	}
@@ -264,6 +309,9 @@ func Validate(m *Message, opts *Options) (from *mail.Address, rcpts []*mail.Addr
 		if err := headerValue("Headers["+k+"]", v); err != nil {
 			return nil, nil, err
 		}
+		if err := foldable("Headers["+k+"]", v); err != nil {
+			return nil, nil, err
+		}
 	}
 	for i, t := range m.Tags {
 		if err := headerValue(fmt.Sprintf("Tags[%d]", i), t); err != nil {
@@ -272,6 +320,10 @@ func Validate(m *Message, opts *Options) (from *mail.Address, rcpts []*mail.Addr
 		if strings.Contains(t, ",") {
 			return nil, nil, bad(ErrInvalidMessage, fmt.Sprintf("Tags[%d]", i), "a tag may not contain a comma")
 		}
+	}
+	// Tags go out joined by commas, without spaces: one run.
+	if n := len(strings.Join(m.Tags, ",")); n > maxRun {
+		return nil, nil, bad(ErrInvalidMessage, "Tags", fmt.Sprintf("%d bytes joined, over the %d that fit a header line (RFC 5322: 998 per line)", n, maxRun))
 	}
 	httpsUnsub := false
 	for i, u := range m.ListUnsubscribe {
@@ -292,18 +344,42 @@ func Validate(m *Message, opts *Options) (from *mail.Address, rcpts []*mail.Addr
 		return nil, nil, err
 	}
 	size := len(m.Text) + len(m.HTML)
+	cids := map[string]bool{}
 	for i, a := range m.Attachments {
 		field := fmt.Sprintf("Attachments[%d]", i)
 		if a.Filename == "" {
-			return nil, nil, bad(ErrInvalidMessage, field, "no filename")
+			return nil, nil, bad(ErrInvalidMessage, field+".Filename", "no filename")
 		}
-		for _, v := range []string{a.Filename, a.ContentType, a.ContentID} {
-			if err := headerValue(field, v); err != nil {
+		for _, v := range []struct{ name, v string }{{".Filename", a.Filename}, {".ContentType", a.ContentType}, {".ContentID", a.ContentID}} {
+			if err := headerValue(field+v.name, v.v); err != nil {
 				return nil, nil, err
 			}
 		}
 		if strings.ContainsAny(a.Filename, `/\"`) {
-			return nil, nil, bad(ErrInvalidMessage, field, `filename may not contain /, \ or "`)
+			return nil, nil, bad(ErrInvalidMessage, field+".Filename", `filename may not contain /, \ or "`)
+		}
+		if len(a.Filename) > maxFilename {
+			return nil, nil, bad(ErrInvalidMessage, field+".Filename", fmt.Sprintf("filename of %d bytes, over %d", len(a.Filename), maxFilename))
+		}
+		if r, ok := bidiControl(a.Filename); ok {
+			return nil, nil, bad(ErrInvalidMessage, field+".Filename", fmt.Sprintf("bidirectional control %U in a filename (it can disguise report.exe as report.pdf)", r))
+		}
+		if a.ContentType != "" {
+			if err := contentType(a.ContentType); err != nil {
+				return nil, nil, bad(ErrInvalidMessage, field+".ContentType", err.Error())
+			}
+		}
+		if a.ContentID != "" {
+			if !a.Inline {
+				return nil, nil, bad(ErrInvalidMessage, field+".ContentID", "only inline attachments have a Content-ID")
+			}
+			if err := contentID(a.ContentID); err != nil {
+				return nil, nil, bad(ErrInvalidMessage, field+".ContentID", err.Error())
+			}
+			if cids[a.ContentID] {
+				return nil, nil, bad(ErrInvalidMessage, field+".ContentID", "used by an earlier attachment")
+			}
+			cids[a.ContentID] = true
 		}
 		size += len(a.Data)
 	}
@@ -333,7 +409,84 @@ func parseAddress(field, s string) (*mail.Address, error) {
 	if err := headerValue(field, a.Name); err != nil {
 		return nil, err
 	}
+	if r, ok := bidiControl(a.Name); ok {
+		return nil, &Error{Kind: ErrInvalidMessage, Field: field, Reason: fmt.Sprintf("bidirectional control %U in a display name (it can disguise who the mail is from)", r)}
+	}
+	if len(a.Name) > maxRun {
+		return nil, &Error{Kind: ErrInvalidMessage, Field: field, Reason: "display name too long for a header line"}
+	}
 	return a, nil
+}
+
+// foldable refuses a header value that cannot be folded into lines of
+// RFC 5322's 998 characters: a run without whitespace longer than maxRun.
+// (Non-ASCII text is sent as encoded words, which fold by themselves.)
+func foldable(field, v string) error {
+	run := 0
+	for i := 0; i < len(v); i++ {
+		switch b := v[i]; {
+		case b == ' ' || b == '\t':
+			run = 0
+		case b >= 0x80:
+			return nil // encoded as RFC 2047 words, folded by the writer
+		default:
+			run++
+			if run > maxRun {
+				return &Error{Kind: ErrInvalidMessage, Field: field, Reason: fmt.Sprintf("over %d characters without a space: the header line would pass RFC 5322's 998", maxRun)}
+			}
+		}
+	}
+	return nil
+}
+
+// bidiControl returns the first Unicode bidirectional control in s (the
+// embeddings, overrides and isolates U+202A–U+202E and U+2066–U+2069,
+// the marks U+200E, U+200F and U+061C).
+func bidiControl(s string) (rune, bool) {
+	for _, r := range s {
+		if r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// contentType checks an attachment's media type: type/subtype of RFC 2045
+// tokens, parameters that parse, and no multipart or message type (which
+// would open a MIME structure of its own inside the message).
+func contentType(ct string) error {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return fmt.Errorf("not a media type (type/subtype): %v", err)
+	}
+	if !strings.Contains(mt, "/") {
+		return errors.New("not a media type (type/subtype)")
+	}
+	if strings.HasPrefix(mt, "multipart/") || strings.HasPrefix(mt, "message/") {
+		return fmt.Errorf("%s would be a MIME container, not an attachment", mt)
+	}
+	if len(ct) > 200 {
+		return errors.New("over 200 bytes")
+	}
+	return nil
+}
+
+// contentID checks an inline part's Content-ID (without angle brackets):
+// RFC 2392's addr-spec-like "left@right", or a single token, of
+// printable ASCII without spaces, brackets or quotes, at most 250 bytes.
+func contentID(id string) error {
+	if len(id) > 250 {
+		return errors.New("over 250 bytes")
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`<>()[]\,;:"`, c) >= 0 {
+			return fmt.Errorf("character %q is not allowed (give it without angle brackets: part1@example.com)", c)
+		}
+	}
+	if strings.Count(id, "@") > 1 || strings.HasPrefix(id, "@") || strings.HasSuffix(id, "@") {
+		return errors.New("not of the form left@right")
+	}
+	return nil
 }
 
 // headerValue refuses ASCII controls (CR, LF, NUL, ...) except tab, DEL,
@@ -347,12 +500,22 @@ func headerValue(field, v string) error {
 	return nil
 }
 
-// reserved are headers the message sets itself.
+// reserved are headers the message sets itself, and headers that only
+// the sending system and the servers on the way may write: trace headers
+// (Received, Return-Path, Resent-*), signatures and authentication
+// results (DKIM, ARC), which a caller setting would forge.
 var reserved = map[string]bool{
 	"from": true, "to": true, "cc": true, "bcc": true, "reply-to": true, "subject": true, "date": true,
 	"message-id": true, "mime-version": true, "content-type": true, "content-transfer-encoding": true,
+	"content-disposition": true, "content-id": true, "content-description": true,
 	"list-unsubscribe": true, "list-unsubscribe-post": true, "sender": true, "return-path": true,
+	"received": true, "dkim-signature": true, "domainkey-signature": true, "authentication-results": true,
+	"arc-seal": true, "arc-message-signature": true, "arc-authentication-results": true,
+	"received-spf": true, "delivered-to": true, "x-herald-tags": true,
 }
+
+// reservedPrefixes are header families no caller may set.
+var reservedPrefixes = []string{"resent-", "arc-", "x-original-"}
 
 func headerName(k string) error {
 	if k == "" {
@@ -363,8 +526,17 @@ func headerName(k string) error {
 			return &Error{Kind: ErrInvalidMessage, Field: "Headers", Reason: "header name has a character outside printable ASCII or a colon"}
 		}
 	}
-	if reserved[strings.ToLower(k)] {
-		return &Error{Kind: ErrInvalidMessage, Field: "Headers[" + k + "]", Reason: "set by the message itself; use its field"}
+	if len(k) > 76 {
+		return &Error{Kind: ErrInvalidMessage, Field: "Headers", Reason: "header name over 76 characters"}
+	}
+	l := strings.ToLower(k)
+	if reserved[l] {
+		return &Error{Kind: ErrInvalidMessage, Field: "Headers[" + k + "]", Reason: "set by the message itself or by the servers on the way; use its field"}
+	}
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(l, p) {
+			return &Error{Kind: ErrInvalidMessage, Field: "Headers[" + k + "]", Reason: "a trace or signature header only the sending system writes"}
+		}
 	}
 	return nil
 }

@@ -305,6 +305,11 @@ CREATE TABLE tracking_gaps (
 	declared INTEGER NOT NULL
 );
 `,
+	// 4: a digest kept with each idempotency key (a reused key with other
+	// content is a conflict, not a duplicate).
+	`
+ALTER TABLE retry_keys ADD COLUMN digest TEXT NOT NULL DEFAULT '';
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

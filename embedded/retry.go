@@ -45,8 +45,8 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 	}{
 		{&s.insJob, `INSERT INTO retry_jobs (kind, lane, state, priority, run_at, expires_at, max_attempts,
 			idem_key, created_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?)`},
-		{&s.getKey, `SELECT job_id, created_at FROM retry_keys WHERE key = ?`},
-		{&s.putKey, `INSERT OR REPLACE INTO retry_keys (key, job_id, created_at) VALUES (?,?,?)`},
+		{&s.getKey, `SELECT job_id, created_at, digest FROM retry_keys WHERE key = ?`},
+		{&s.putKey, `INSERT OR REPLACE INTO retry_keys (key, job_id, created_at, digest) VALUES (?,?,?,?)`},
 		{&s.promote, `UPDATE retry_jobs SET state = 1 WHERE state = 2 AND lane = ? AND run_at <= ?`},
 		// Claim reads the best due rows and updates them one by one: an
 		// UPDATE ... WHERE id IN (subquery) RETURNING builds two ephemeral
@@ -156,8 +156,13 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 		for i, j := range jobs {
 			if j.IdempotencyKey != "" {
 				var id, at int64
-				err := s.getKey.QueryRowContext(ctx, j.IdempotencyKey).Scan(&id, &at)
+				var digest string
+				err := s.getKey.QueryRowContext(ctx, j.IdempotencyKey).Scan(&id, &at, &digest)
 				switch {
+				case err == nil && at >= since && retry.Conflicts(digest, j.Digest):
+					// Returned from inside the group: the writer undoes
+					// this call's inserts and keeps the others'.
+					return &retry.ConflictError{Index: i, Key: j.IdempotencyKey, ID: id}
 				case err == nil && at >= since:
 					res[i] = retry.EnqueueResult{ID: id, Duplicate: true}
 					continue
@@ -179,7 +184,7 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 				return err
 			}
 			if j.IdempotencyKey != "" {
-				if _, err := s.putKey.ExecContext(ctx, j.IdempotencyKey, id, nanos(j.CreatedAt)); err != nil {
+				if _, err := s.putKey.ExecContext(ctx, j.IdempotencyKey, id, nanos(j.CreatedAt), j.Digest); err != nil {
 					return err
 				}
 			}

@@ -152,6 +152,11 @@ CREATE TABLE {{schema}}.tracking_gaps (
 	declared boolean     NOT NULL
 );
 `,
+	// 4: a digest kept with each idempotency key (a reused key with other
+	// content is a conflict, not a duplicate).
+	`
+ALTER TABLE {{schema}}.retry_keys ADD COLUMN digest text NOT NULL DEFAULT '';
+`,
 }
 
 // Migrate creates the schema or upgrades it to this version of herald. It

@@ -175,16 +175,20 @@ func (s *retryStore) enqueueIn(ctx context.Context, tx pgx.Tx, jobs []*retry.Job
 	} else {
 		for i, j := range jobs {
 			if j.IdempotencyKey != "" {
-				tag, err := tx.Exec(ctx, `INSERT INTO `+s.keys+` (key, job_id, created_at) VALUES ($1, 0, $2) ON CONFLICT (key) DO NOTHING`,
-					j.IdempotencyKey, j.CreatedAt)
+				tag, err := tx.Exec(ctx, `INSERT INTO `+s.keys+` (key, job_id, created_at, digest) VALUES ($1, 0, $2, $3) ON CONFLICT (key) DO NOTHING`,
+					j.IdempotencyKey, j.CreatedAt, j.Digest)
 				if err != nil {
 					return nil, err
 				}
 				if tag.RowsAffected() == 0 {
 					var id int64
 					var at time.Time
-					if err := tx.QueryRow(ctx, `SELECT job_id, created_at FROM `+s.keys+` WHERE key = $1 FOR UPDATE`, j.IdempotencyKey).Scan(&id, &at); err != nil {
+					var digest string
+					if err := tx.QueryRow(ctx, `SELECT job_id, created_at, digest FROM `+s.keys+` WHERE key = $1 FOR UPDATE`, j.IdempotencyKey).Scan(&id, &at, &digest); err != nil {
 						return nil, err
+					}
+					if !at.Before(keysSince) && retry.Conflicts(digest, j.Digest) {
+						return nil, &retry.ConflictError{Index: i, Key: j.IdempotencyKey, ID: id}
 					}
 					if !at.Before(keysSince) {
 						res[i] = retry.EnqueueResult{ID: id, Duplicate: true}
@@ -196,7 +200,7 @@ func (s *retryStore) enqueueIn(ctx context.Context, tx pgx.Tx, jobs []*retry.Job
 				return nil, err
 			}
 			if j.IdempotencyKey != "" {
-				if _, err := tx.Exec(ctx, `UPDATE `+s.keys+` SET job_id = $2, created_at = $3 WHERE key = $1`, j.IdempotencyKey, res[i].ID, j.CreatedAt); err != nil {
+				if _, err := tx.Exec(ctx, `UPDATE `+s.keys+` SET job_id = $2, created_at = $3, digest = $4 WHERE key = $1`, j.IdempotencyKey, res[i].ID, j.CreatedAt, j.Digest); err != nil {
 					return nil, err
 				}
 			}

@@ -97,6 +97,14 @@ func (e *Error) Unwrap() []error {
 // provider asked (see retry.RetryAfter).
 func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
 
+// AboutMessage reports whether the refusal is about this message (its
+// token, its content, its headers) rather than the provider being
+// unreachable, overloaded or refusing our credentials: such a refusal
+// must not count toward a circuit breaker's view of the provider.
+func (e *Error) AboutMessage() bool {
+	return !(errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrAuth))
+}
+
 // Retryable reports whether sending the same message later may succeed.
 func (e *Error) Retryable() bool {
 	return errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited)

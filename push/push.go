@@ -1,7 +1,7 @@
 // Package push is the cross-platform model of a push notification and
 // the interface its senders share: push/apns (Apple, over
 // github.com/sideshow/apns2), push/fcm (Firebase Cloud Messaging, over
-// firebase.google.com/go/v4) and push/webpush (RFC 8030/8291/8292, over
+// HTTP v1 over net/http) and push/webpush (RFC 8030/8291/8292, over
 // github.com/SherClockHolmes/webpush-go). push/pushtest has fake servers
 // for all three that the real clients talk to, for host apps' tests.
 //

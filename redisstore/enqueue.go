@@ -102,7 +102,9 @@ func (c *coalescer) lead(o *enqOp) {
 	}
 	cancel()
 	for _, g := range group {
-		g.err = err
+		if err != nil {
+			g.err = err // else enqueueNow set each op's own verdict
+		}
 		if g != o {
 			g.wake <- false
 		}
@@ -136,6 +138,9 @@ func (s *Store) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince time.T
 		err = s.enqueueNow(ctx, []*enqOp{o})
 	} else {
 		err = s.enq.enqueue(o)
+	}
+	if err == nil {
+		err = o.err // the op's own verdict: a conflict
 	}
 	if err != nil {
 		return nil, err

@@ -185,13 +185,13 @@ func (s *Store) enqueueNow(ctx context.Context, ops []*enqOp) error {
 	for _, o := range ops {
 		n += len(o.jobs)
 	}
-	args := make([]any, 0, 1+12*n)
+	args := make([]any, 0, 1+14*n)
 	args = append(args, n)
-	for _, o := range ops {
+	for oi, o := range ops {
 		since := us(o.keysSince)
 		for _, j := range o.jobs {
 			args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
-				j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), since)
+				j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), since, j.Digest, oi)
 		}
 	}
 	v, err := s.run(ctx, "enqueue", args...)
@@ -204,10 +204,18 @@ func (s *Store) enqueueNow(ctx context.Context, ops []*enqOp) error {
 	}
 	for _, o := range ops {
 		o.res = make([]retry.EnqueueResult, len(o.jobs))
+		conflict := -1
 		for i := range o.res {
 			pair := arr[0].([]any)
 			arr = arr[1:]
+			if pair[1].(int64) == 2 {
+				conflict = i
+			}
 			o.res[i] = retry.EnqueueResult{ID: pair[0].(int64), Duplicate: pair[1].(int64) == 1}
+		}
+		if conflict >= 0 {
+			o.res = nil
+			o.err = &retry.ConflictError{Index: conflict, Key: o.jobs[conflict].IdempotencyKey}
 		}
 	}
 	return nil

@@ -1,26 +1,55 @@
 --@@ enqueue
--- ARGV: n, then per job: kind lane state priority run_at expires_at max_attempts idem_key created_at updated_at payload keys_since
+-- ARGV: n, then per job: kind lane state priority run_at expires_at max_attempts idem_key created_at updated_at payload keys_since digest op
+-- Keys are stored as "id:created_at:digest". A job whose key is recorded
+-- (fresh) with another digest, or used earlier in the call with another
+-- one, is a conflict: nothing of its op (one caller's call; several ride
+-- one script) is written: the conflicting job's result is {0, 2}, the
+-- op's others {0, 3}.
 local n = tonumber(ARGV[1])
+local W = 14
 local out = {}
 local seenLane, seenPrio = {}, {}
+local function readKey(key)
+  local v = redis.call('HGET', p .. 'keys', key)
+  if not v then return nil end
+  local s1 = string.find(v, ':')
+  local s2 = string.find(v, ':', s1 + 1)
+  local id = tonumber(string.sub(v, 1, s1 - 1))
+  if s2 then
+    return id, tonumber(string.sub(v, s1 + 1, s2 - 1)), string.sub(v, s2 + 1)
+  end
+  return id, tonumber(string.sub(v, s1 + 1)), ''
+end
+local badOp, seenDigest = {}, {}
+for i = 0, n - 1 do
+  local b = 2 + i * W
+  local key, since, digest, op = ARGV[b+7], tonumber(ARGV[b+11]), ARGV[b+12], ARGV[b+13]
+  if key ~= '' and digest ~= '' then
+    local prev = seenDigest[key]
+    if prev and prev ~= digest and not badOp[op] then badOp[op] = i end
+    if not prev then seenDigest[key] = digest end
+    local _, at, d = readKey(key)
+    if at and at >= since and d ~= '' and d ~= digest and not badOp[op] then badOp[op] = i end
+  end
+end
 -- IDs for the whole call in one write (a duplicate leaves a gap: IDs are
 -- unique, not dense).
 local nextID = redis.call('INCRBY', p .. 'seq', n) - n
 for i = 0, n - 1 do
-  local b = 2 + i * 12
+  local b = 2 + i * W
   local kind, lane, state, prio, runat = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4]
   local expires, maxatt, key, created, updated, payload = ARGV[b+5], ARGV[b+6], ARGV[b+7], ARGV[b+8], ARGV[b+9], ARGV[b+10]
-  local since = tonumber(ARGV[b+11])
+  local since, digest, op = tonumber(ARGV[b+11]), ARGV[b+12], ARGV[b+13]
   local dup = nil
-  if key ~= '' then
-    local v = redis.call('HGET', p .. 'keys', key)
-    if v then
-      local sep = string.find(v, ':')
-      local id, at = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
-      if at >= since then dup = id end
-    end
+  if key ~= '' and not badOp[op] then
+    local id, at = readKey(key)
+    if id and at >= since then dup = id end
   end
-  if dup then
+  if badOp[op] == i then
+    out[#out + 1] = {0, 2}
+  elseif badOp[op] then
+    out[#out + 1] = {0, 3}
+  elseif dup then
     out[#out + 1] = {dup, 1}
   else
     nextID = nextID + 1
@@ -52,7 +81,7 @@ for i = 0, n - 1 do
       seenLane[lane] = true
     end
     if key ~= '' then
-      redis.call('HSET', p .. 'keys', key, id .. ':' .. created)
+      redis.call('HSET', p .. 'keys', key, id .. ':' .. created .. ':' .. digest)
       redis.call('ZADD', p .. 'keytime', created, key)
     end
     out[#out + 1] = {id, 0}

@@ -28,7 +28,32 @@ var (
 	ErrNotFound = errors.New("retry: job not found")
 	// ErrClosed: the store or queue was closed.
 	ErrClosed = errors.New("retry: closed")
+	// ErrConflict: an idempotency key already names a job with another
+	// Digest: the same key was reused for different work. Nothing was
+	// stored (for a batch: none of its jobs). The error is a
+	// *ConflictError; retrying will not help.
+	ErrConflict = errors.New("retry: idempotency key reused for a different job")
 )
+
+// ConflictError says which job's key conflicts, and with which job.
+type ConflictError struct {
+	Index int    // position in the batch
+	Key   string // the idempotency key
+	ID    int64  // the existing job's ID, when the store knows it
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("retry: job %d: idempotency key %q already names a different job", e.Index, e.Key)
+}
+
+// Unwrap returns ErrConflict.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// Conflicts reports whether a job with digest d collides with a key
+// recorded with digest recorded: both set and different. Stores use it;
+// a job or key without a digest never conflicts (keys recorded before
+// digests existed stay plain duplicates).
+func Conflicts(recorded, d string) bool { return recorded != "" && d != "" && recorded != d }
 
 // ValidationError says which field of which job was refused.
 type ValidationError struct {

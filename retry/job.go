@@ -48,18 +48,21 @@ func (s State) Finished() bool {
 
 // Job is one unit of work as the store keeps it.
 type Job struct {
-	ID             int64     // assigned by the store, increasing
-	Kind           string    // routes the job to the handler registered for it
-	Payload        []byte    // opaque to the queue
-	IdempotencyKey string    // optional; a second enqueue with the same key creates nothing
-	Lane           string    // named queue with its own concurrency, rate and pause switch
-	Priority       int       // higher runs first among due jobs of a lane
-	RunAt          time.Time // not run before this time
-	ExpiresAt      time.Time // deliver-by: not run at or after this time (zero: never expires)
-	MaxAttempts    int       // runs allowed before the job is dead
-	Attempt        int       // runs started so far (a snooze or a release does not count)
-	State          State
-	LastError      string // the last failure, with the stack for a panic
+	ID             int64  // assigned by the store, increasing
+	Kind           string // routes the job to the handler registered for it
+	Payload        []byte // opaque to the queue
+	IdempotencyKey string // optional; a second enqueue with the same key creates nothing
+	// Digest fingerprints the work (see EnqueueParams.Digest). Stores keep
+	// it with the idempotency key; Get and List need not return it.
+	Digest      string
+	Lane        string    // named queue with its own concurrency, rate and pause switch
+	Priority    int       // higher runs first among due jobs of a lane
+	RunAt       time.Time // not run before this time
+	ExpiresAt   time.Time // deliver-by: not run at or after this time (zero: never expires)
+	MaxAttempts int       // runs allowed before the job is dead
+	Attempt     int       // runs started so far (a snooze or a release does not count)
+	State       State
+	LastError   string // the last failure, with the stack for a panic
 
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -88,6 +91,11 @@ type EnqueueParams struct {
 	// Config.KeyRetention a second enqueue with the same key returns the
 	// first job's ID and creates nothing.
 	IdempotencyKey string
+	// Digest fingerprints the work the key stands for (a hash of the
+	// canonical message, at most 128 bytes). A second enqueue with the
+	// same key and the same digest (or either without one) is a duplicate;
+	// with another digest it fails with ErrConflict and stores nothing.
+	Digest string
 	// Lane defaults to "default". It must be a lane in Config.Lanes.
 	Lane string
 	// Priority orders due jobs within a lane: higher first. Default 0.

@@ -25,8 +25,9 @@ type MemoryStore struct {
 var _ Store = (*MemoryStore)(nil)
 
 type memKey struct {
-	id int64
-	at time.Time
+	id     int64
+	at     time.Time
+	digest string
 }
 
 type memLane struct {
@@ -79,6 +80,21 @@ func (s *MemoryStore) Enqueue(ctx context.Context, jobs []*Job, keysSince time.T
 		return nil, err
 	}
 	res := make([]EnqueueResult, len(jobs))
+	seen := map[string]string{}
+	for i, in := range jobs {
+		if in.IdempotencyKey == "" {
+			continue
+		}
+		if d, ok := seen[in.IdempotencyKey]; ok && Conflicts(d, in.Digest) {
+			return nil, &ConflictError{Index: i, Key: in.IdempotencyKey}
+		}
+		if k, ok := s.keys[in.IdempotencyKey]; ok && !k.at.Before(keysSince) && Conflicts(k.digest, in.Digest) {
+			return nil, &ConflictError{Index: i, Key: in.IdempotencyKey, ID: k.id}
+		}
+		if _, ok := seen[in.IdempotencyKey]; !ok {
+			seen[in.IdempotencyKey] = in.Digest
+		}
+	}
 	for i, in := range jobs {
 		if in.IdempotencyKey != "" {
 			if k, ok := s.keys[in.IdempotencyKey]; ok && !k.at.Before(keysSince) {
@@ -91,7 +107,7 @@ func (s *MemoryStore) Enqueue(ctx context.Context, jobs []*Job, keysSince time.T
 		j.ID = s.nextID
 		s.jobs[j.ID] = j
 		if j.IdempotencyKey != "" {
-			s.keys[j.IdempotencyKey] = memKey{j.ID, j.CreatedAt}
+			s.keys[j.IdempotencyKey] = memKey{j.ID, j.CreatedAt, j.Digest}
 		}
 		s.push(j)
 		res[i] = EnqueueResult{ID: j.ID}

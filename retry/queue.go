@@ -151,6 +151,9 @@ func (q *Queue) enqueue(ctx context.Context, e Enqueuer, ps []EnqueueParams) ([]
 	}
 	res, err := e.Enqueue(ctx, jobs, now.Add(-q.cfg.KeyRetention))
 	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil, err // the caller's mistake, not the store's: no retry helps
+		}
 		return nil, fmt.Errorf("%w: %w", ErrNotAccepted, err)
 	}
 	woken := map[string]bool{}
@@ -192,6 +195,17 @@ func (q *Queue) newJob(i int, p *EnqueueParams, now time.Time) (*Job, error) {
 	if runAt.IsZero() {
 		runAt = now
 	}
+	for _, t := range []struct {
+		field string
+		t     time.Time
+	}{{"RunAt", runAt}, {"ExpiresAt", p.ExpiresAt}} {
+		if !t.t.IsZero() && (t.t.Before(MinTime) || t.t.After(MaxTime)) {
+			return nil, bad(ErrInvalidJob, t.field, "%s is outside what every store can keep (%s to %s)", t.t.UTC().Format(time.RFC3339), MinTime.Format(time.DateOnly), MaxTime.Format(time.DateOnly))
+		}
+	}
+	if len(p.Digest) > 128 {
+		return nil, bad(ErrInvalidJob, "Digest", "%d bytes, over 128", len(p.Digest))
+	}
 	if !p.ExpiresAt.IsZero() && !p.ExpiresAt.After(runAt) {
 		return nil, bad(ErrInvalidJob, "ExpiresAt", "%s is not after RunAt %s", p.ExpiresAt.Format(time.RFC3339Nano), runAt.Format(time.RFC3339Nano))
 	}
@@ -203,6 +217,7 @@ func (q *Queue) newJob(i int, p *EnqueueParams, now time.Time) (*Job, error) {
 		Kind:           p.Kind,
 		Payload:        p.Payload,
 		IdempotencyKey: p.IdempotencyKey,
+		Digest:         p.Digest,
 		Lane:           lane,
 		Priority:       p.Priority,
 		RunAt:          runAt,

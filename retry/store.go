@@ -25,7 +25,10 @@ type Store interface {
 	// A job whose IdempotencyKey was recorded at or after keysSince (by an
 	// earlier call or earlier in the same call) is not inserted: its result
 	// carries the existing job's ID and Duplicate. Keys recorded before
-	// keysSince are forgotten and replaced.
+	// keysSince are forgotten and replaced. Stores keep each key's Digest;
+	// when a job's key is recorded with a digest that Conflicts with the
+	// job's, Enqueue stores nothing of the call and returns a
+	// *ConflictError (ErrConflict).
 	//
 	// Jobs arrive in StateAvailable or StateScheduled with every field
 	// set but ID; results are in the order of jobs.
@@ -87,6 +90,15 @@ type Store interface {
 	// Close releases the store. Calls after Close return ErrClosed.
 	Close() error
 }
+
+// MinTime and MaxTime bound every time the queue hands a store (RunAt,
+// ExpiresAt): the embedded store keeps int64 nanoseconds, which end in
+// April 2262, and 2200 leaves room for any arithmetic on top. A time
+// outside is refused at enqueue, never stored to overflow and expire.
+var (
+	MinTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // Notifier is an optional ability of a store shared by many processes:
 // Listen calls wake(lane) whenever a job becomes due in lane (an enqueue in

@@ -11,12 +11,17 @@
 package sms
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
 
@@ -139,6 +144,14 @@ func (e *Error) Unwrap() []error {
 // RetryAfterHint lets the retry queue wait as asked.
 func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
 
+// AboutMessage reports whether the refusal is about this message (its
+// number, its body) rather than the provider being unreachable,
+// overloaded or refusing our credentials: such a refusal must not count
+// toward a circuit breaker's view of the provider.
+func (e *Error) AboutMessage() bool {
+	return !(errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrAuth))
+}
+
 // Retryable reports whether sending later may succeed.
 func (e *Error) Retryable() bool {
 	return errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited)
@@ -187,9 +200,189 @@ func ValidateNumber(n string) error {
 	return nil
 }
 
-// Validate checks m before anything is sent.
-func Validate(m *Message) error {
+// NumberType is a kind of phone number, as libphonenumber classes it.
+type NumberType string
+
+// Number types the cost guard knows.
+const (
+	Mobile      NumberType = "mobile"
+	FixedLine   NumberType = "fixed_line"
+	TollFree    NumberType = "toll_free"
+	PremiumRate NumberType = "premium_rate"
+	SharedCost  NumberType = "shared_cost"
+	VoIP        NumberType = "voip"
+	Personal    NumberType = "personal"
+	Pager       NumberType = "pager"
+	UAN         NumberType = "uan"
+	Voicemail   NumberType = "voicemail"
+	// Satellite and international networks: country codes +870 (Inmarsat),
+	// +881 (global mobile satellite systems), +882 and +883 (international
+	// networks), billed at rates that SMS-pumping fraud lives on.
+	Satellite NumberType = "satellite"
+	Unknown   NumberType = "unknown"
+)
+
+// DefaultRefusedTypes are the number types the cost guard refuses unless
+// Options.AllowTypes names them: premium-rate, shared-cost and
+// satellite numbers, where SMS-pumping fraud bills the sender.
+var DefaultRefusedTypes = []NumberType{PremiumRate, SharedCost, Satellite}
+
+// DefaultMaxSegments caps the segments one message may cost: 10.
+const DefaultMaxSegments = 10
+
+// Options tune Validate's checks. The zero value is the default policy.
+type Options struct {
+	// AllowCountries, when set, lists the ISO 3166 region codes ("US",
+	// "GB") the To number must belong to; others are refused.
+	AllowCountries []string
+	// AllowTypes re-allows number types the cost guard refuses by default
+	// (DefaultRefusedTypes).
+	AllowTypes []NumberType
+	// MaxSegments caps what one message may cost. Default
+	// DefaultMaxSegments.
+	MaxSegments int
+	// AllowInsecureCallbacks lets StatusCallback be http:// or a loopback
+	// or private host: for tests against a local fake only.
+	AllowInsecureCallbacks bool
+}
+
+// TypeOf returns the kind of a valid E.164 number (Unknown when it does
+// not parse).
+func TypeOf(n string) NumberType {
+	p, err := phonenumbers.Parse(n, "")
+	if err != nil {
+		return Unknown
+	}
+	switch p.GetCountryCode() {
+	case 870, 881, 882, 883:
+		return Satellite
+	}
+	switch phonenumbers.GetNumberType(p) {
+	case phonenumbers.MOBILE, phonenumbers.FIXED_LINE_OR_MOBILE:
+		return Mobile
+	case phonenumbers.FIXED_LINE:
+		return FixedLine
+	case phonenumbers.TOLL_FREE:
+		return TollFree
+	case phonenumbers.PREMIUM_RATE:
+		return PremiumRate
+	case phonenumbers.SHARED_COST:
+		return SharedCost
+	case phonenumbers.VOIP:
+		return VoIP
+	case phonenumbers.PERSONAL_NUMBER:
+		return Personal
+	case phonenumbers.PAGER:
+		return Pager
+	case phonenumbers.UAN:
+		return UAN
+	case phonenumbers.VOICEMAIL:
+		return Voicemail
+	}
+	return Unknown
+}
+
+// checkCost refuses numbers the policy does not let a message cost money on.
+func (o *Options) checkCost(to string) error {
+	bad := func(why string) error { return &Error{Kind: ErrInvalidNumber, Reason: why, To: redact.Phone(to)} }
+	if len(o.AllowCountries) > 0 {
+		p, _ := phonenumbers.Parse(to, "")
+		region := phonenumbers.GetRegionCodeForNumber(p)
+		ok := false
+		for _, c := range o.AllowCountries {
+			ok = ok || strings.EqualFold(c, region)
+		}
+		if !ok {
+			return bad(fmt.Sprintf("number of region %q, not in Options.AllowCountries", region))
+		}
+	}
+	t := TypeOf(to)
+	for _, r := range DefaultRefusedTypes {
+		if t != r {
+			continue
+		}
+		for _, a := range o.AllowTypes {
+			if a == t {
+				return nil
+			}
+		}
+		return bad(fmt.Sprintf("a %s number: refused by the cost guard (SMS-pumping fraud bills the sender; allow it with Options.AllowTypes)", t))
+	}
+	return nil
+}
+
+// visible reports whether body has a character a person would see: not
+// only spaces, zero-width and format characters, or controls.
+func visible(body string) bool {
+	for _, r := range body {
+		if unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) || unicode.IsControl(r) || r == 0x2800 || r == 0x3164 || r == 0x115f || r == 0x1160 || r == 0xffa0 {
+			continue // 0x2800 Braille blank, Hangul fillers: drawn as nothing
+		}
+		if unicode.IsPrint(r) || unicode.IsGraphic(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCallback requires an absolute https URL on a public host name (not
+// an IP literal, localhost or an internal name): the provider posts every
+// status there, so a hostile one would make it probe the host's network.
+func (o *Options) checkCallback(raw string) error {
+	if len(raw) > 2048 {
+		return errors.New("StatusCallback over 2,048 bytes")
+	}
+	for _, r := range raw {
+		if r <= ' ' || r == 0x7f {
+			return errors.New("StatusCallback has a space or control character")
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return errors.New("StatusCallback must be an absolute URL")
+	}
+	if u.User != nil {
+		return errors.New("StatusCallback may not carry credentials (user info)")
+	}
+	if o.AllowInsecureCallbacks {
+		if u.Scheme != "https" && u.Scheme != "http" {
+			return errors.New("StatusCallback must be an http(s) URL")
+		}
+		return nil
+	}
+	if u.Scheme != "https" {
+		return errors.New("StatusCallback must be https")
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if _, err := netip.ParseAddr(host); err == nil || strings.Contains(u.Host, "%") {
+		return errors.New("StatusCallback host is an IP address; use a public host name")
+	}
+	if !strings.Contains(host, ".") || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return errors.New("StatusCallback host is not a public host name")
+	}
+	for _, suffix := range []string{".local", ".internal", ".lan", ".home.arpa", ".intranet", ".corp", ".localdomain"} {
+		if strings.HasSuffix(host, suffix) {
+			return errors.New("StatusCallback host is an internal name")
+		}
+	}
+	return nil
+}
+
+// Validate checks m with the default policy (Options' zero value) before
+// anything is sent.
+func Validate(m *Message) error { return ValidateWith(m, nil) }
+
+// ValidateWith checks m before anything is sent: the numbers, the cost
+// guard, the body (not empty, something visible, within the segment cap),
+// the validity period and the status callback.
+func ValidateWith(m *Message, o *Options) error {
+	if o == nil {
+		o = &Options{}
+	}
 	if err := ValidateNumber(m.To); err != nil {
+		return err
+	}
+	if err := o.checkCost(m.To); err != nil {
 		return err
 	}
 	bad := func(why string) error { return &Error{Kind: ErrInvalidMessage, Reason: why, To: redact.Phone(m.To)} }
@@ -214,14 +407,32 @@ func Validate(m *Message) error {
 	if strings.TrimSpace(m.Body) == "" {
 		return bad("empty body")
 	}
+	if !utf8.ValidString(m.Body) {
+		return bad("body is not valid UTF-8")
+	}
+	if strings.ContainsRune(m.Body, 0) {
+		return bad("body has a NUL character")
+	}
+	if !visible(m.Body) {
+		return bad("body has no visible character (only spaces, zero-width or format characters)")
+	}
 	if n := len([]rune(m.Body)); n > MaxBody {
 		return bad(fmt.Sprintf("body of %d characters, over %d", n, MaxBody))
+	}
+	maxSeg := cmp.Or(o.MaxSegments, DefaultMaxSegments)
+	if seg := Segments(m.Body); seg.Segments > maxSeg {
+		return bad(fmt.Sprintf("body costs %d %s segments, over the cap of %d (Options.MaxSegments)", seg.Segments, seg.Encoding, maxSeg))
 	}
 	if m.ValidityPeriod != 0 && (m.ValidityPeriod < time.Second || m.ValidityPeriod > 36000*time.Second) {
 		return bad("ValidityPeriod must be between 1s and 10h")
 	}
-	if m.StatusCallback != "" && !strings.HasPrefix(m.StatusCallback, "https://") && !strings.HasPrefix(m.StatusCallback, "http://") {
-		return bad("StatusCallback must be an http(s) URL")
+	if m.StatusCallback != "" {
+		if err := o.checkCallback(m.StatusCallback); err != nil {
+			return bad(err.Error())
+		}
+	}
+	if len(m.IdempotencyKey) > 255 {
+		return bad("IdempotencyKey over 255 bytes")
 	}
 	return nil
 }

@@ -10,10 +10,12 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	netmail "net/mail"
 	"net/textproto"
 	"strings"
 	"sync"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/internal/redact"
+	"github.com/heraldhq/herald/internal/tlsguard"
 	"github.com/heraldhq/herald/secret"
 )
 
@@ -66,6 +69,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxSize caps a message (see email.Options). Default email.DefaultMaxSize.
 	MaxSize int
+	// MaxRecipients caps To, Cc and Bcc together (see email.Options).
+	// Default email.DefaultMaxRecipients: set it to what the server takes.
+	MaxRecipients int
 	// OnGone is called when the server says the (single) recipient does not exist.
 	OnGone email.GoneFunc
 	// Logger receives operational messages; addresses are masked. Default: discard.
@@ -74,8 +80,14 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Sender sends email over SMTP. It is safe for concurrent use.
+// Sender sends email over SMTP. It is safe for concurrent use. Its state
+// (the password, the pooled connections that hold it) is sealed: no
+// rendering of a *Sender prints a credential.
 type Sender struct {
+	st secret.Opaque[*sender]
+}
+
+type sender struct {
 	cfg   Config
 	slots chan struct{}
 	mu    sync.Mutex
@@ -96,7 +108,7 @@ func New(cfg *Config) (*Sender, error) {
 	if cfg == nil || cfg.Host == "" {
 		return nil, errors.New("smtp: Config.Host is required")
 	}
-	s := &Sender{cfg: *cfg}
+	s := &sender{cfg: *cfg}
 	c := &s.cfg
 	if c.Port == 0 {
 		c.Port = 587
@@ -121,8 +133,55 @@ func New(cfg *Config) (*Sender, error) {
 	if c.TLS == NoTLS && c.Username != "" && !isLoopback(c.Host) {
 		return nil, errors.New("smtp: Config: refusing to send credentials without TLS to a host that is not loopback")
 	}
+	if c.MaxSize < 0 || c.MaxRecipients < 0 {
+		return nil, errors.New("smtp: Config: MaxSize and MaxRecipients must not be negative")
+	}
+	if strings.ContainsAny(c.HELO, " \t\r\n") || strings.ContainsAny(c.Host, " \t\r\n/") {
+		return nil, errors.New("smtp: Config: Host and HELO must be host names")
+	}
 	s.slots = make(chan struct{}, c.PoolSize)
-	return s, nil
+	return &Sender{st: secret.Seal(s)}, nil
+}
+
+// String, GoString, Format, LogValue and MarshalJSON render a Sender
+// without its credentials.
+func (s *Sender) String() string { return "smtp.Sender{[REDACTED]}" }
+
+// GoString implements fmt.GoStringer.
+func (s *Sender) GoString() string { return s.String() }
+
+// Format implements fmt.Formatter for every verb.
+func (s *Sender) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String())) }
+
+// LogValue implements slog.LogValuer.
+func (s *Sender) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON encodes the sender as its redacted name.
+func (s *Sender) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// Validate checks m as Send would before connecting (email.Validate with
+// the sender's MaxSize and MaxRecipients), so a host refuses at the door
+// what the server would refuse.
+func (s *Sender) Validate(m *email.Message) error {
+	_, _, err := email.Validate(m, s.st.Get().opts())
+	return err
+}
+
+// Send implements email.Sender: it validates m, then sends it over a
+// pooled connection. The Message-ID is derived from m.IdempotencyKey when
+// set.
+func (s *Sender) Send(ctx context.Context, m *email.Message) (email.Receipt, error) {
+	return s.st.Get().send(ctx, m)
+}
+
+// Dials returns how many connections the sender has opened.
+func (s *Sender) Dials() int { return s.st.Get().dialCount() }
+
+// Close closes the idle connections.
+func (s *Sender) Close() error { return s.st.Get().close() }
+
+func (s *sender) opts() *email.Options {
+	return &email.Options{MaxSize: s.cfg.MaxSize, MaxRecipients: s.cfg.MaxRecipients}
 }
 
 func isLoopback(host string) bool {
@@ -133,7 +192,7 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (s *Sender) newClient() (*mail.Client, error) {
+func (s *sender) newClient() (*mail.Client, error) {
 	c := &s.cfg
 	opts := []mail.Option{
 		mail.WithPort(c.Port),
@@ -167,7 +226,7 @@ func (s *Sender) newClient() (*mail.Client, error) {
 }
 
 // get returns an idle connection or dials a new one; the caller holds a slot.
-func (s *Sender) get(ctx context.Context) (*conn, error) {
+func (s *sender) get(ctx context.Context) (*conn, error) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	for len(s.idle) > 0 {
@@ -191,7 +250,7 @@ func (s *Sender) get(ctx context.Context) (*conn, error) {
 	return &conn{c: mc, lastUsed: now}, nil
 }
 
-func (s *Sender) put(cn *conn, healthy bool) {
+func (s *sender) put(cn *conn, healthy bool) {
 	if !healthy || cn.sent >= s.cfg.MaxPerConnection {
 		_ = cn.c.Close()
 		return
@@ -202,15 +261,13 @@ func (s *Sender) put(cn *conn, healthy bool) {
 	s.mu.Unlock()
 }
 
-// Dials returns how many connections the sender has opened.
-func (s *Sender) Dials() int {
+func (s *sender) dialCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dials
 }
 
-// Close closes the idle connections.
-func (s *Sender) Close() error {
+func (s *sender) close() error {
 	s.mu.Lock()
 	idle := s.idle
 	s.idle = nil
@@ -222,14 +279,12 @@ func (s *Sender) Close() error {
 	return errors.Join(errs...)
 }
 
-// Send implements email.Sender: it validates m, then sends it over a
-// pooled connection. The Message-ID is derived from m.IdempotencyKey when set.
-func (s *Sender) Send(ctx context.Context, m *email.Message) (email.Receipt, error) {
-	_, rcpts, err := email.Validate(m, &email.Options{MaxSize: s.cfg.MaxSize})
+func (s *sender) send(ctx context.Context, m *email.Message) (email.Receipt, error) {
+	from, rcpts, err := email.Validate(m, s.opts())
 	if err != nil {
 		return email.Receipt{}, err
 	}
-	msg, id, err := s.build(m)
+	msg, id, err := s.build(m, from)
 	if err != nil {
 		return email.Receipt{}, &email.Error{Kind: email.ErrInvalidMessage, Reason: "building the message failed", Err: err}
 	}
@@ -283,7 +338,11 @@ func sendError(err error) *email.Error {
 		if code == 0 {
 			return &email.Error{Kind: email.ErrUnavailable, Reason: se.Reason.String()}
 		}
-		return &email.Error{Kind: email.Classify(code, enh), Code: code, EnhancedCode: enh, Reason: se.Reason.String()}
+		e := &email.Error{Kind: email.Classify(code, enh), Code: code, EnhancedCode: enh, Reason: se.Reason.String()}
+		// A refused RCPT TO is about the recipients, unless the server is
+		// closing the session (421) or throttling us (4.7.x).
+		e.Recipient = se.Reason == mail.ErrSMTPRcptTo && code != 421 && !strings.HasPrefix(enh, "4.7.")
+		return e
 	}
 	return &email.Error{Kind: email.ErrUnavailable, Err: err}
 }
@@ -295,14 +354,38 @@ func dialError(err error) *email.Error {
 	if errors.As(err, &tpe) {
 		return &email.Error{Kind: email.Classify(tpe.Code, ""), Code: tpe.Code, Reason: redact.Emails(firstLine(tpe.Msg))}
 	}
-	var ce *tls.CertificateVerificationError
-	if errors.As(err, &ce) {
+	if tlsguard.Untrusted(err) {
 		return &email.Error{Kind: email.ErrAuth, Reason: "server certificate not trusted", Err: err}
 	}
 	if strings.Contains(err.Error(), "STARTTLS") {
 		return &email.Error{Kind: email.ErrAuth, Reason: "server does not offer STARTTLS and TLS is required", Err: err}
 	}
 	return &email.Error{Kind: email.ErrUnavailable, Err: err}
+}
+
+// messageIDDomain is the domain of the sender's parsed address, when it
+// is a plain host name (letters, digits, dots and hyphens); else
+// herald.local. The raw From text is never used: a display name may hold
+// an "@" of its own.
+func messageIDDomain(from *netmail.Address) string {
+	if from == nil {
+		return "herald.local"
+	}
+	at := strings.LastIndexByte(from.Address, '@')
+	if at < 0 {
+		return "herald.local"
+	}
+	d := from.Address[at+1:]
+	if d == "" || len(d) > 253 {
+		return "herald.local"
+	}
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-') {
+			return "herald.local"
+		}
+	}
+	return d
 }
 
 func firstLine(s string) string {
@@ -312,7 +395,7 @@ func firstLine(s string) string {
 	return s
 }
 
-func (s *Sender) build(m *email.Message) (*mail.Msg, string, error) {
+func (s *sender) build(m *email.Message, from *netmail.Address) (*mail.Msg, string, error) {
 	msg := mail.NewMsg()
 	if err := msg.From(m.From); err != nil {
 		return nil, "", err
@@ -336,10 +419,7 @@ func (s *Sender) build(m *email.Message) (*mail.Msg, string, error) {
 	id := ""
 	if m.IdempotencyKey != "" {
 		sum := sha256.Sum256([]byte(m.IdempotencyKey))
-		domain := "herald.local"
-		if at := strings.LastIndexByte(m.From, '@'); at >= 0 {
-			domain = strings.TrimRight(m.From[at+1:], ">")
-		}
+		domain := messageIDDomain(from)
 		id = hex.EncodeToString(sum[:16]) + "@" + domain
 		msg.SetMessageIDWithValue(id)
 	} else {

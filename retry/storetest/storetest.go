@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) retry.Store, opts *Options) {
 		{"IdempotentEnqueue", testIdempotentEnqueue},
 		{"IdempotentEnqueueConcurrent", testIdempotentConcurrent},
 		{"IdempotencyKeyRetention", testKeyRetention},
+		{"IdempotencyConflict", testConflict},
 		{"ClaimOrder", testClaimOrder},
 		{"ScheduledNotClaimedEarly", testScheduled},
 		{"LanesAreSeparate", testLanes},
@@ -285,6 +286,48 @@ func testIdempotentConcurrent(t *testing.T, s retry.Store) {
 	all, _ := s.List(ctx, retry.Filter{})
 	if len(all) != 1 {
 		t.Fatalf("%d jobs stored, want 1", len(all))
+	}
+}
+
+// testConflict: a key reused with another digest stores nothing of the
+// call (not even its other, new jobs) and says ErrConflict; the same
+// digest, or a job without one, is a plain duplicate.
+func testConflict(t *testing.T, s retry.Store) {
+	withKey := func(key, digest string) func(*retry.Job) {
+		return func(j *retry.Job) { j.IdempotencyKey, j.Digest = key, digest }
+	}
+	ids := enqueue(t, s, job("a", withKey("order-1", "d1")))
+	res, err := s.Enqueue(ctx, []*retry.Job{job("a", withKey("order-1", "d1"))}, base.Add(-time.Hour))
+	if err != nil || len(res) != 1 || !res[0].Duplicate || res[0].ID != ids[0] {
+		t.Fatalf("same key, same digest: %v %+v, want a duplicate of %d", err, res, ids[0])
+	}
+	res, err = s.Enqueue(ctx, []*retry.Job{job("a", withKey("order-1", ""))}, base.Add(-time.Hour))
+	if err != nil || len(res) != 1 || !res[0].Duplicate {
+		t.Fatalf("same key, no digest: %v %+v, want a duplicate", err, res)
+	}
+	_, err = s.Enqueue(ctx, []*retry.Job{job("new", withKey("order-2", "d2")), job("b", withKey("order-1", "other"))}, base.Add(-time.Hour))
+	var ce *retry.ConflictError
+	if !errors.Is(err, retry.ErrConflict) || !errors.As(err, &ce) || ce.Key != "order-1" {
+		t.Fatalf("same key, other digest: %v, want a *ConflictError for order-1", err)
+	}
+	// Nothing of the conflicting call was stored: order-2 is still free.
+	res, err = s.Enqueue(ctx, []*retry.Job{job("new", withKey("order-2", "d3"))}, base.Add(-time.Hour))
+	if err != nil || res[0].Duplicate {
+		t.Fatalf("order-2 after the refused call: %v %+v, want a new job (the refused call stored nothing)", err, res)
+	}
+	js, err := s.List(ctx, retry.Filter{})
+	if err != nil || len(js) != 2 {
+		t.Fatalf("List: %v, %d jobs, want 2", err, len(js))
+	}
+	// The same key twice in one call with different digests.
+	_, err = s.Enqueue(ctx, []*retry.Job{job("c", withKey("order-3", "x")), job("c", withKey("order-3", "y"))}, base.Add(-time.Hour))
+	if !errors.Is(err, retry.ErrConflict) {
+		t.Fatalf("one call, one key, two digests: %v, want ErrConflict", err)
+	}
+	// Past retention the key is forgotten: another digest is new work.
+	res, err = s.Enqueue(ctx, []*retry.Job{job("a", withKey("order-1", "later"))}, base.Add(time.Hour))
+	if err != nil || res[0].Duplicate {
+		t.Fatalf("after key retention: %v %+v, want a new job", err, res)
 	}
 }
 

@@ -7,6 +7,8 @@ package twilio
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 	api "github.com/twilio/twilio-go/rest/api/v2010"
 
 	"github.com/heraldhq/herald/internal/redact"
+	"github.com/heraldhq/herald/internal/tlsguard"
 	"github.com/heraldhq/herald/secret"
 	"github.com/heraldhq/herald/sms"
 )
@@ -32,6 +35,18 @@ type Config struct {
 	BaseURL string
 	// Timeout bounds one request. Default 10s.
 	Timeout time.Duration
+	// HTTPClient's transport carries every request (a host behind a proxy,
+	// with a private CA). Default: a transport of its own with TLSConfig.
+	// Its redirect policy and timeout are replaced: redirects are never
+	// followed, and Timeout is a context per call.
+	HTTPClient *http.Client
+	// TLSConfig adds trust roots when HTTPClient is nil.
+	TLSConfig *tls.Config
+	// Numbers is the validation policy: the cost guard (premium-rate,
+	// shared-cost and satellite numbers refused unless allowed; allowed
+	// countries), the segment cap, callbacks. Default: sms.Options' zero
+	// value.
+	Numbers sms.Options
 	// OnGone is called when Twilio says a recipient opted out (21610).
 	OnGone sms.GoneFunc
 	// Logger receives operational messages; numbers are masked. Default: discard.
@@ -40,8 +55,13 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Client sends SMS through Twilio. It is safe for concurrent use.
+// Client sends SMS through Twilio. It is safe for concurrent use. Its
+// state (the auth token) is sealed: no rendering of a *Client prints it.
 type Client struct {
+	st secret.Opaque[*client]
+}
+
+type client struct {
 	cfg   Config
 	base  *url.URL // nil: Twilio itself
 	trans http.RoundTripper
@@ -55,8 +75,20 @@ func New(cfg *Config) (*Client, error) {
 	if cfg == nil {
 		return nil, errors.New("twilio: New: missing config")
 	}
-	c := &Client{cfg: *cfg, trans: http.DefaultTransport}
+	c := &client{cfg: *cfg}
 	cc := &c.cfg
+	if cc.HTTPClient != nil && cc.HTTPClient.Transport != nil {
+		c.trans = cc.HTTPClient.Transport
+	} else if cc.HTTPClient != nil {
+		c.trans = http.DefaultTransport
+	} else {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if cc.TLSConfig != nil {
+			t.TLSClientConfig = cc.TLSConfig.Clone()
+		}
+		c.trans = t
+	}
 	cc.Timeout = cmp.Or(cc.Timeout, 10*time.Second)
 	if cc.Logger == nil {
 		cc.Logger = slog.New(slog.DiscardHandler)
@@ -77,7 +109,36 @@ func New(cfg *Config) (*Client, error) {
 		}
 		c.base = u
 	}
-	return c, nil
+	if cc.Timeout < 0 || cc.Numbers.MaxSegments < 0 {
+		return nil, errors.New("twilio: Config: Timeout and Numbers.MaxSegments must not be negative")
+	}
+	return &Client{st: secret.Seal(c)}, nil
+}
+
+// String, GoString, Format, LogValue and MarshalJSON render a Client
+// without its credentials.
+func (c *Client) String() string { return "twilio.Client{[REDACTED]}" }
+
+// GoString implements fmt.GoStringer.
+func (c *Client) GoString() string { return c.String() }
+
+// Format implements fmt.Formatter for every verb.
+func (c *Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+
+// LogValue implements slog.LogValuer.
+func (c *Client) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON encodes the client as its redacted name.
+func (c *Client) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
+
+// Validate checks m as Send would before any request (sms.ValidateWith
+// with Config.Numbers), so a host refuses at the door what Twilio would
+// refuse or what would cost it money it did not mean to spend.
+func (c *Client) Validate(m *sms.Message) error { return sms.ValidateWith(m, &c.st.Get().cfg.Numbers) }
+
+// Send implements sms.Sender: one request per call.
+func (c *Client) Send(ctx context.Context, m *sms.Message) (sms.Receipt, error) {
+	return c.st.Get().send(ctx, m)
 }
 
 func alnum(s string) bool {
@@ -117,9 +178,8 @@ func (t *callTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return res, err
 }
 
-// Send implements sms.Sender.
-func (c *Client) Send(ctx context.Context, m *sms.Message) (sms.Receipt, error) {
-	if err := sms.Validate(m); err != nil {
+func (c *client) send(ctx context.Context, m *sms.Message) (sms.Receipt, error) {
+	if err := sms.ValidateWith(m, &c.cfg.Numbers); err != nil {
 		return sms.Receipt{}, err
 	}
 	// The timeout is a context, not http.Client.Timeout: twilio-go does not
@@ -186,7 +246,7 @@ var codes = map[int]error{
 	21608: sms.ErrRejected,       // unverified number on a trial account
 }
 
-func (c *Client) classify(err error, retryAfter, masked string) *sms.Error {
+func (c *client) classify(err error, retryAfter, masked string) *sms.Error {
 	e := &sms.Error{Provider: "twilio", To: masked}
 	var te *twiliogo.TwilioRestError
 	if !errors.As(err, &te) {
@@ -196,6 +256,9 @@ func (c *Client) classify(err error, retryAfter, masked string) *sms.Error {
 			err = ue.Err
 		}
 		e.Kind, e.Err = sms.ErrUnavailable, err
+		if tlsguard.Untrusted(err) {
+			e.Kind, e.Reason = sms.ErrAuth, "server certificate not trusted"
+		}
 		return e
 	}
 	e.Status, e.Code = te.Status, te.Code
