@@ -711,9 +711,13 @@ func (l *Limiter) Rules() []string {
 
 // messageID is the reservation ID of a message for user: stable, short,
 // free of "|" before the user's part.
+// messagePrefix starts the reservation IDs ReserveFor derives from a
+// message.
+const messagePrefix = "m:"
+
 func messageID(message, user string) string {
 	sum := sha256.Sum256([]byte(message))
-	return "m:" + base64.RawURLEncoding.EncodeToString(sum[:16]) + "|" + user
+	return messagePrefix + base64.RawURLEncoding.EncodeToString(sum[:16]) + "|" + user
 }
 
 // newID makes a reservation ID that names its user after a "|", so stores

@@ -38,9 +38,14 @@ type memShard struct {
 	idx      int // in MemoryStore.shards
 	counters map[string]*counter
 	res      map[string]memRes
-	seq      uint64 // token sequence
-	ops      int    // reservations since the last sweep
-	_        [64]byte
+	// committed remembers message reservations (IDs of ReserveFor) after
+	// Commit, until one lease past their lease: a retry of a message that
+	// was sent, after a crash before its job was completed, is "already
+	// counted", not capped by its own slot.
+	committed map[string]int64
+	seq       uint64 // token sequence
+	ops       int    // reservations since the last sweep
+	_         [64]byte
 }
 
 type counter struct {
@@ -200,6 +205,9 @@ func (s *MemoryStore) reserve(ctx context.Context, id string, homeShard int, che
 		// had succeeded.
 		return -1, nil
 	}
+	if until, done := home.committed[id]; done && at < until {
+		return -1, nil // committed already: the message counts once
+	}
 	var cbuf [4]*counter
 	cs := cbuf[:0]
 	for i := range checks {
@@ -323,6 +331,12 @@ func (s *MemoryStore) settle(ctx context.Context, id string, release bool, now i
 		defer home.mu.Unlock()
 	}
 	delete(home.res, id)
+	if !release && strings.HasPrefix(id, messagePrefix) {
+		if home.committed == nil {
+			home.committed = map[string]int64{}
+		}
+		home.committed[id] = r.leaseUntil + (r.leaseUntil - r.at)
+	}
 	expired := release && now >= r.leaseUntil
 	for c := range r.counters {
 		i := c.find(r.tok, r.at)
@@ -355,6 +369,11 @@ func (s *MemoryStore) Release(ctx context.Context, id string, now time.Time) err
 // ended more than a lease ago (their slots count as sent).
 func (s *MemoryStore) sweep(sh *memShard, now int64) {
 	sh.ops = 0
+	for id, until := range sh.committed {
+		if now >= until {
+			delete(sh.committed, id)
+		}
+	}
 	for id, r := range sh.res {
 		if now-r.leaseUntil > r.leaseUntil-r.at && r.mask == uint64(1)<<sh.idx {
 			for c := range r.counters {

@@ -43,7 +43,10 @@ type Store interface {
 	// slots count alike. Slots older than a check's Since may be forgotten.
 	// Reserving again under the ID of a reservation still pending takes
 	// nothing and returns -1: the caller retried, and the slots it holds
-	// already count.
+	// already count. So does reserving under the ID of a reservation
+	// already committed, while its slots count (at least until one lease
+	// after its lease): the message was sent, its process died before it
+	// could say so, and its retry must not be capped by its own slot.
 	Reserve(ctx context.Context, id string, checks []Check, at, leaseUntil time.Time) (int, error)
 	// Commit makes reservation id's slots count as sent for good, or
 	// returns ErrUnknownReservation.

@@ -17,7 +17,7 @@ import (
 type cappingStore struct {
 	db *DB
 
-	count, prune, insSlot, insRes, getRes, delRes, commitSlot, delSlot *sql.Stmt
+	count, prune, insSlot, insRes, getRes, delRes, commitSlot, delSlot, getSlot *sql.Stmt
 }
 
 var _ capping.Store = (*cappingStore)(nil)
@@ -29,6 +29,7 @@ func newCappingStore(ctx context.Context, db *DB) (*cappingStore, error) {
 		q   string
 	}{
 		{&s.count, `SELECT count(*) FROM capping_slots WHERE key = ? AND at >= ?`},
+		{&s.getSlot, `SELECT at FROM capping_slots WHERE key = ? AND id = ?`},
 		{&s.prune, `DELETE FROM capping_slots WHERE key = ? AND at < ? AND pending = 0`},
 		{&s.insSlot, `INSERT OR IGNORE INTO capping_slots (key, id, at, pending) VALUES (?, ?, ?, ?)`},
 		{&s.insRes, `INSERT INTO capping_reservations (id, at, lease_until, keys) VALUES (?, ?, ?, ?)`},
@@ -47,7 +48,7 @@ func newCappingStore(ctx context.Context, db *DB) (*cappingStore, error) {
 }
 
 func (s *cappingStore) closeStmts() {
-	for _, st := range []*sql.Stmt{s.count, s.prune, s.insSlot, s.insRes, s.getRes, s.delRes, s.commitSlot, s.delSlot} {
+	for _, st := range []*sql.Stmt{s.count, s.prune, s.insSlot, s.insRes, s.getRes, s.delRes, s.commitSlot, s.delSlot, s.getSlot} {
 		if st != nil {
 			_ = st.Close()
 		}
@@ -69,6 +70,15 @@ func (s *cappingStore) Reserve(ctx context.Context, id string, checks []capping.
 			return nil // still pending: a retry of the same reservation
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
+		}
+		for _, c := range checks {
+			var at int64
+			switch err := s.getSlot.QueryRowContext(ctx, c.Key, id).Scan(&at); {
+			case err == nil && at >= c.Since.UnixNano():
+				return nil // committed already: the message counts once
+			case err != nil && !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
 		}
 		for i, c := range checks {
 			since := c.Since.UnixNano()

@@ -65,6 +65,13 @@ func (s *cappingStore) Reserve(ctx context.Context, id string, checks []capping.
 		if held {
 			return nil // still pending: a retry of the same reservation
 		}
+		var counted bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+s.slots+` WHERE key = $1 AND id = $2 AND at >= $3)`, checks[0].Key, id, checks[0].Since).Scan(&counted); err != nil {
+			return err
+		}
+		if counted {
+			return nil // committed already: the message counts once
+		}
 		for i, c := range checks {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+s.slots+` WHERE key = $1 AND at < $2 AND NOT pending`, c.Key, c.Since); err != nil {
 				return err

@@ -31,6 +31,8 @@ var capScripts = map[string]*redis.Script{
 	"reserve": redis.NewScript(`
 local p, id, at, lease, n = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if redis.call('EXISTS', p .. 'capres:' .. id) == 1 then return -1 end -- a retry of a pending reservation
+local seen = redis.call('ZSCORE', p .. 'cap:' .. ARGV[5], id)
+if seen and tonumber(seen) >= tonumber(ARGV[6]) then return -1 end -- committed already: the message counts once
 for i = 0, n - 1 do
   local k, since, limit = p .. 'cap:' .. ARGV[5 + i*3], ARGV[6 + i*3], tonumber(ARGV[7 + i*3])
   redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. since)

@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) capping.Store, opts *Options) {
 		{"LeaseExpiryCountsAsSent", testLease},
 		{"AddIsIdempotent", testAdd},
 		{"ReserveAgainWhilePending", testReserveAgain},
+		{"ReserveAgainAfterCommit", testReserveAfterCommit},
 		{"ConcurrentReservationsAreExact", testConcurrent},
 		{"Closed", testClosed},
 	}
@@ -191,6 +192,30 @@ func testReserveAgain(t *testing.T, s capping.Store) {
 	}
 	if f := reserve(t, s, "m3|u", one("k|u", 2), base.Add(3*time.Second)); f != 0 {
 		t.Fatalf("third message over a limit of 2: got %d, want 0", f)
+	}
+}
+
+// testReserveAfterCommit: a message's reservation (an ID of ReserveFor,
+// "m:...") reserved again after its Commit is already counted: allowed,
+// with no new slot, even when its own slot filled the window. (A process
+// that sent the message died before its job was completed; the retry must
+// not be capped by the slot of the very message it repeats.)
+func testReserveAfterCommit(t *testing.T, s capping.Store) {
+	const id = "m:retried-message|u"
+	if f := reserve(t, s, id, one("k|u", 1), base); f != -1 {
+		t.Fatalf("first: %d", f)
+	}
+	if err := s.Commit(ctx, id); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	if f := reserve(t, s, id, one("k|u", 1), base.Add(30*time.Second)); f != -1 {
+		t.Fatalf("the committed message again: got %d, want -1 (already counted, allowed)", f)
+	}
+	if n := count(t, s, "k|u", base.Add(-time.Hour)); n != 1 {
+		t.Fatalf("%d slots after the retry, want 1 (no new slot)", n)
+	}
+	if f := reserve(t, s, "m:another-message|u", one("k|u", 1), base.Add(time.Minute)); f != 0 {
+		t.Fatalf("another message over the limit of 1: got %d, want 0", f)
 	}
 }
 
