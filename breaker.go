@@ -133,9 +133,34 @@ func jitter(d time.Duration) time.Duration {
 	return rand.N(d)
 }
 
+// abstain ends an attempt that says nothing about the provider (the
+// message was refused before reaching it): a probe it held is given back,
+// so the next attempt probes instead.
+func (b *breaker) abstain() {
+	if b.cfg.Disabled {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+}
+
+// aboutMessage reports whether err is a refusal of the message itself
+// (its recipients, content or headers), whatever its class: a channel
+// error says so through an AboutMessage method.
+func aboutMessage(err error) bool {
+	var am interface{ AboutMessage() bool }
+	return errors.As(err, &am) && am.AboutMessage()
+}
+
 // providerDown reports whether err says the provider, not the message, is
-// the problem.
+// the problem: unreachable, overloaded, rate limiting us or refusing our
+// credentials. A refusal about the message never counts, whatever its
+// class (an SMTP server deferring one recipient is not down).
 func providerDown(err error) bool {
+	if aboutMessage(err) {
+		return false
+	}
 	for _, k := range []error{
 		push.ErrUnavailable, push.ErrRateLimited, push.ErrAuth,
 		email.ErrUnavailable, email.ErrRateLimited, email.ErrAuth,

@@ -3,6 +3,8 @@ package herald
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"maps"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/email"
@@ -65,6 +68,25 @@ var (
 	// ErrNotAccepted: the store could not make the message durable, so it
 	// was not accepted. Retrying with the same idempotency key is safe.
 	ErrNotAccepted = errors.New("herald: not accepted; retry with the same idempotency key")
+	// ErrConflict: the idempotency key was already used for a different
+	// message (another body, recipient or channel). Nothing was stored; a
+	// service answers it as 409. Use a new key for new content.
+	ErrConflict = errors.New("herald: idempotency key already used for a different message")
+)
+
+// Limits of the door.
+const (
+	// DefaultMinTTL is the shortest TTL Send takes unless Config.MinTTL
+	// says otherwise: a message that expires sooner could hardly reach any
+	// provider, only be recorded as expired.
+	DefaultMinTTL = time.Second
+	// DefaultMaxTTL is the longest TTL Send takes unless Config.MaxTTL
+	// says otherwise: 28 days, what FCM and the Web Push services keep a
+	// message at most.
+	DefaultMaxTTL = 28 * 24 * time.Hour
+	// DefaultMaxSchedule is how far ahead SendAt may be unless
+	// Config.MaxSchedule says otherwise: 366 days.
+	DefaultMaxSchedule = 366 * 24 * time.Hour
 )
 
 // FieldError names the field of a refused message. It wraps ErrInvalid
@@ -89,6 +111,21 @@ func (e *FieldError) Unwrap() []error {
 	}
 	return []error{ErrInvalid}
 }
+
+// ConflictError is Send's answer to an idempotency key already used for
+// a different message. It wraps ErrConflict. The key itself is not
+// repeated (the caller has it, and logs need not).
+type ConflictError struct {
+	Field string // "IdempotencyKey", or "[i].IdempotencyKey" in a batch
+	ID    int64  // the first message's job ID, when the store knows it
+}
+
+func (e *ConflictError) Error() string {
+	return "herald: " + e.Field + ": already used for a different message (nothing was stored; use a new key for new content)"
+}
+
+// Unwrap returns ErrConflict.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // Message is one message to one recipient on one channel: set exactly one
 // of Push, Email and SMS.
@@ -190,6 +227,13 @@ type Config struct {
 
 	// DefaultTTL applies to messages without a TTL. Default 4 hours.
 	DefaultTTL time.Duration
+	// MinTTL and MaxTTL bound the TTL Send takes. Defaults DefaultMinTTL
+	// and DefaultMaxTTL; a MinTTL under 1 ms is refused (tests and demos
+	// that replay an outage in seconds lower it).
+	MinTTL, MaxTTL time.Duration
+	// MaxSchedule is how far ahead SendAt may be. Default
+	// DefaultMaxSchedule (and never past retry.MaxTime).
+	MaxSchedule time.Duration
 	Logger     *slog.Logger
 	Now        func() time.Time
 }
@@ -199,7 +243,9 @@ type Config struct {
 // send it, track the outcome, commit or release the slot, and retry or
 // dead-letter it.
 type Dispatcher struct {
-	cfg      Config
+	cfg        Config
+	maxPayload int // the queue's payload limit
+	emailMax   int // the largest email (bodies and attachments) that fits it
 	queue    *retry.Queue
 	rules    map[string]bool     // the limiter's rule names
 	breakers map[string]*breaker // by route
@@ -227,6 +273,18 @@ func New(cfg *Config) (*Dispatcher, error) {
 		}
 	}
 	c.DefaultTTL = cmp.Or(c.DefaultTTL, 4*time.Hour)
+	c.MaxTTL = cmp.Or(c.MaxTTL, DefaultMaxTTL)
+	c.MinTTL = cmp.Or(c.MinTTL, DefaultMinTTL)
+	if c.MinTTL < time.Millisecond || c.MinTTL > c.MaxTTL || c.MaxTTL > retry.MaxTime.Sub(retry.MinTime)/2 {
+		return nil, fmt.Errorf("herald: New: Config.MinTTL %s and MaxTTL %s: want 1ms ≤ MinTTL ≤ MaxTTL, MaxTTL within what the stores keep", c.MinTTL, c.MaxTTL)
+	}
+	c.MaxSchedule = cmp.Or(c.MaxSchedule, DefaultMaxSchedule)
+	if c.DefaultTTL < c.MinTTL || c.DefaultTTL > c.MaxTTL {
+		return nil, fmt.Errorf("herald: New: Config.DefaultTTL %s is outside MinTTL %s to MaxTTL %s", c.DefaultTTL, c.MinTTL, c.MaxTTL)
+	}
+	if c.MaxSchedule < 0 {
+		return nil, errors.New("herald: New: Config.MaxSchedule is negative")
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -288,6 +346,13 @@ func New(cfg *Config) (*Dispatcher, error) {
 			hostObserver(e)
 		}
 	}
+	if qc.MaxPayloadBytes == 0 && c.Email != nil {
+		// Room for email's default 10 MiB in JSON's base64 (4/3), with
+		// the headers and fields around it.
+		qc.MaxPayloadBytes = email.DefaultMaxSize*4/3 + 64<<10
+	}
+	d.maxPayload = cmp.Or(qc.MaxPayloadBytes, 256<<10)
+	d.emailMax = max((d.maxPayload-64<<10)*3/4, 1<<10)
 	q, err := retry.New(c.Store, &qc)
 	if err != nil {
 		return nil, fmt.Errorf("herald: New: %w", err)
@@ -364,6 +429,14 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 		rs, err = d.queue.EnqueueBatch(ctx, ps)
 	}
 	if err != nil {
+		var ce *retry.ConflictError
+		if errors.As(err, &ce) {
+			field := "IdempotencyKey"
+			if len(ms) > 1 {
+				field = "[" + strconv.Itoa(ce.Index) + "]." + field
+			}
+			return nil, &ConflictError{Field: field, ID: ce.ID}
+		}
 		if errors.Is(err, retry.ErrInvalidJob) {
 			return nil, &FieldError{Field: "message", Reason: "refused by the queue", Err: err}
 		}
@@ -390,8 +463,36 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 	if len(m.IdempotencyKey) > 200 {
 		return bad("IdempotencyKey", "over 200 bytes", nil)
 	}
-	if m.TTL < 0 {
+	switch {
+	case m.TTL < 0:
 		return bad("TTL", "negative", nil)
+	case m.TTL != 0 && m.TTL < d.cfg.MinTTL:
+		return bad("TTL", fmt.Sprintf("%s is under the minimum of %s (Config.MinTTL): the message would expire before any provider could take it", m.TTL, d.cfg.MinTTL), nil)
+	case m.TTL > d.cfg.MaxTTL:
+		return bad("TTL", fmt.Sprintf("%s is over the maximum of %s (Config.MaxTTL)", m.TTL, d.cfg.MaxTTL), nil)
+	}
+	if !m.SendAt.IsZero() {
+		limit := now.Add(d.cfg.MaxSchedule)
+		if m.SendAt.After(limit) || m.SendAt.After(retry.MaxTime) {
+			return bad("SendAt", fmt.Sprintf("%s is more than %s ahead (Config.MaxSchedule)", m.SendAt.UTC().Format(time.RFC3339), d.cfg.MaxSchedule), nil)
+		}
+		if m.SendAt.Before(retry.MinTime) {
+			return bad("SendAt", "before 1970: zero means now", nil)
+		}
+	}
+	if len(m.Labels) > 32 {
+		return bad("Labels", fmt.Sprintf("%d labels, over 32", len(m.Labels)), nil)
+	}
+	for _, f := range []struct{ name, v string }{{"User", m.User}, {"Device", m.Device}, {"Campaign", m.Campaign}, {"Automation", m.Automation}, {"TimeZone", m.TimeZone}} {
+		if len(f.v) > 200 {
+			return bad(f.name, "over 200 bytes", nil)
+		}
+		if !printable(f.v) {
+			return bad(f.name, "has a control character or invalid UTF-8", nil)
+		}
+	}
+	if !printable(m.IdempotencyKey) {
+		return bad("IdempotencyKey", "has a control character or invalid UTF-8", nil)
 	}
 	if d.cfg.Limiter != nil && !m.Transactional && m.User == "" {
 		return bad("User", "required for capped (non-transactional) messages", nil)
@@ -422,8 +523,13 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 		if m.Email.IdempotencyKey == "" {
 			m.Email.IdempotencyKey = m.IdempotencyKey
 		}
-		if _, _, err := email.Validate(m.Email, nil); err != nil {
+		if _, _, err := email.Validate(m.Email, &email.Options{MaxSize: d.emailMax}); err != nil {
 			return bad("Email", "refused", err)
+		}
+		if v, ok := d.cfg.Email.(interface{ Validate(*email.Message) error }); ok {
+			if err := v.Validate(m.Email); err != nil {
+				return bad("Email", "refused by the sender", err)
+			}
 		}
 	case SMS:
 		if d.cfg.SMS == nil {
@@ -432,7 +538,11 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 		if m.SMS.IdempotencyKey == "" {
 			m.SMS.IdempotencyKey = m.IdempotencyKey
 		}
-		if err := sms.Validate(m.SMS); err != nil {
+		if v, ok := d.cfg.SMS.(interface{ Validate(*sms.Message) error }); ok {
+			if err := v.Validate(m.SMS); err != nil {
+				return bad("SMS", "refused by the sender", err)
+			}
+		} else if err := sms.Validate(m.SMS); err != nil {
 			return bad("SMS", "refused", err)
 		}
 	default:
@@ -442,6 +552,12 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 	if err != nil {
 		return bad("message", "cannot be encoded", err)
 	}
+	if len(payload) > d.maxPayload {
+		return bad(string(m.Channel()), fmt.Sprintf("%d bytes encoded, over the queue's limit of %d (Config.Queue.MaxPayloadBytes)", len(payload), d.maxPayload), nil)
+	}
+	// The digest of the canonical message (encoding/json sorts map keys)
+	// is kept with the key: the same key with other content is a conflict.
+	sum := sha256.Sum256(payload)
 	start := now
 	if m.SendAt.After(now) {
 		start = m.SendAt
@@ -451,6 +567,7 @@ func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, er
 		Kind:           JobKind,
 		Payload:        payload,
 		IdempotencyKey: m.IdempotencyKey,
+		Digest:         hex.EncodeToString(sum[:16]),
 		Lane:           lane,
 		// RunAt set (never zero) so the deadline is always after it, even
 		// when the queue's clock has moved past a short TTL by the time it
@@ -513,16 +630,22 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 		defer cancel()
 	}
 	providerID, provider, err := d.deliver(sendCtx, &m)
-	if err != nil && providerDown(err) {
+	switch {
+	case err != nil && providerDown(err):
 		if b.failure(d.cfg.Now(), authRefused(err)) {
 			d.cfg.Logger.Warn("herald: circuit open: the provider is down; its messages wait", "route", m.route(), "err", err)
 		}
-	} else {
+	case err == nil || answered(err):
 		b.success() // the provider answered, whatever it said about the message
+	default:
+		// Refused before it reached the provider (a header the transport
+		// would not send, a local check): it says nothing about the
+		// provider, and must not hold a probe slot either.
+		b.abstain()
 	}
 	if err == nil {
 		if reservation != "" {
-			if cerr := d.cfg.Limiter.Commit(ctx, reservation); cerr != nil {
+			if cerr := d.cfg.Limiter.Commit(ctx, reservation); cerr != nil && !errors.Is(cerr, capping.ErrUnknownReservation) {
 				d.cfg.Logger.Warn("herald: capping commit failed; the slot counts as sent when its lease ends", "job", job.ID, "err", cerr)
 			}
 		}
@@ -552,6 +675,16 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 		d.track(ctx, &m, tracking.Failed, d.cfg.Now(), job.Attempt, err)
 		return retry.Permanent(err)
 	}
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
+			return false
+		}
+	}
+	return true
 }
 
 // deliver sends m on its channel.
@@ -593,6 +726,24 @@ func retryable(err error) bool {
 		return false
 	}
 	return true // a deadline, a network error outside any client
+}
+
+// answered reports whether err carries the provider's own answer (a
+// status or reply code): the provider is up, whatever it said.
+func answered(err error) bool {
+	var pe *push.Error
+	if errors.As(err, &pe) {
+		return pe.Status != 0
+	}
+	var ee *email.Error
+	if errors.As(err, &ee) {
+		return ee.Code != 0
+	}
+	var se *sms.Error
+	if errors.As(err, &se) {
+		return se.Status != 0
+	}
+	return false
 }
 
 // notSent reports whether err says the provider did not take the message

@@ -88,6 +88,7 @@ func newRigGone(t *testing.T, onGone push.GoneFunc, mod func(*herald.Config)) *r
 		SMS:     ss,
 		Tracker: r.outbox,
 		Breaker: herald.BreakerConfig{Cooldown: 50 * time.Millisecond, MaxCooldown: 200 * time.Millisecond},
+		MinTTL:  10 * time.Millisecond, // outages replayed in milliseconds
 	}
 	if mod != nil {
 		mod(cfg)

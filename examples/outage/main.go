@@ -103,7 +103,8 @@ func run(ctx context.Context) error {
 		return err
 	}
 	d, err := herald.New(&herald.Config{
-		Store: db.Retry(),
+		Store:  db.Retry(),
+		MinTTL: 100 * time.Millisecond, // the night replayed in seconds: a flash sale lasts 500 ms
 		Queue: retry.Config{
 			Lanes: map[string]retry.LaneConfig{
 				herald.Lane(false, "apns"): {Concurrency: 4, Rate: 400, Burst: 20}, // the backlog drains at a pace APNs accepts
