@@ -86,6 +86,8 @@ type Server struct {
 	next     []Reply
 	conns    map[string]bool
 	authFail int
+	// transactions counts DATA commands.
+	transactions int
 }
 
 // NewServer starts a server for the test; it stops with t.Cleanup.
@@ -204,6 +206,14 @@ func (s *Server) Messages() []Message {
 	return append([]Message(nil), s.messages...)
 }
 
+// Transactions counts the messages clients sent to the end of DATA,
+// accepted or refused: one per send attempt that got that far.
+func (s *Server) Transactions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.transactions
+}
+
 // Connections counts the SMTP connections clients opened (to see reuse).
 func (s *Server) Connections() int {
 	s.mu.Lock()
@@ -283,6 +293,7 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	ss.s.mu.Lock()
+	ss.s.transactions++
 	if len(ss.s.next) > 0 {
 		rep := ss.s.next[0]
 		ss.s.next = ss.s.next[1:]
