@@ -94,6 +94,9 @@ func (s *FCMServer) URL() string { return s.srv.URL }
 // ProjectID is the project the fake serves.
 func (s *FCMServer) ProjectID() string { return s.projectID }
 
+// AccessToken is the OAuth access token the fake grants and accepts.
+func (s *FCMServer) AccessToken() string { return s.access }
+
 // TokenSource yields the OAuth token the fake accepts.
 func (s *FCMServer) TokenSource() oauth2.TokenSource {
 	return oauth2.StaticTokenSource(&oauth2.Token{AccessToken: s.access, TokenType: "Bearer"})
