@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(dispatchChildEnv); dir != "" {
 		os.Exit(dispatchChild(dir)) // re-executed by TestDispatcherCrashLosesNothing
 	}
+	if dir := os.Getenv(capChildEnv); dir != "" {
+		os.Exit(capChild(dir)) // re-executed by TestASentMessageKilledBeforeCompletionIsNotCappedByItself
+	}
 	goleak.VerifyTestMain(m)
 }
 
