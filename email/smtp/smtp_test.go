@@ -3,6 +3,7 @@ package smtp_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -223,4 +224,29 @@ func TestAddressesAndSecretsStayOutOfErrorsAndLogs(t *testing.T) {
 	require.NotContains(t, all, "body-canary")
 	require.NotContains(t, all, "smtp-password-canary")
 	require.Contains(t, all, "s***@private.example")
+}
+
+// The fuzz property: Validate never panics, and what it accepts the SMTP
+// server takes and parses.
+func FuzzValidate(f *testing.F) {
+	f.Add("Shop", "Hello", "X-Campaign", "spring", "report.pdf", "application/pdf")
+	f.Add("A\r\nBcc: x@evil.com", "S\nX: y", "Received", "x", "a\u202egpj.exe", "multipart/mixed")
+	f.Add(strings.Repeat("n", 1000), strings.Repeat("s", 2000), "X-"+strings.Repeat("h", 80), strings.Repeat("v", 999), strings.Repeat("f", 300), "text/plain; charset=\x00")
+	srv := emailtest.NewServer(f, nil)
+	s, err := smtp.New(srv.Configure(&smtp.Config{}))
+	require.NoError(f, err)
+	f.Cleanup(func() { _ = s.Close() })
+	f.Fuzz(func(t *testing.T, name, subject, hname, hvalue, filename, ctype string) {
+		m := &email.Message{From: name + " <shop@example.com>", To: []string{"ada@example.com"}, Subject: subject, Text: "body",
+			Headers:     map[string]string{hname: hvalue},
+			Attachments: []email.Attachment{{Filename: filename, ContentType: ctype, Data: []byte("x")}}}
+		if s.Validate(m) != nil {
+			return
+		}
+		_, err := s.Send(ctx, m)
+		var ee *email.Error
+		if errors.As(err, &ee) && ee.AboutMessage() {
+			t.Fatalf("Validate accepted a message the server refused: %v", err)
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,6 +390,106 @@ func FuzzPayload(f *testing.F) {
 		}
 		if _, ok := got["aps"].(map[string]any); !ok {
 			t.Fatalf("no aps in %q", b)
+		}
+	})
+}
+
+// Values that go out as HTTP/2 headers are checked at the door: the
+// transport would refuse a line break in them (and on the old path that
+// refusal was classed "APNs unavailable", opening the circuit).
+func TestHeaderBoundValuesAreRefusedBeforeTheNetwork(t *testing.T) {
+	t.Parallel()
+	srv := pushtest.NewAPNs(t, &pushtest.APNsOptions{Topics: []string{topic}})
+	c := newClient(t, srv, nil)
+	for name, mod := range map[string]func(m *push.Message){
+		"CR/LF in the collapse key": func(m *push.Message) { m.Notification.CollapseKey = "sale\r\nx-evil: 1" },
+		"NUL in the collapse key":   func(m *push.Message) { m.Notification.CollapseKey = "a\x00b" },
+		"non-ASCII collapse key":    func(m *push.Message) { m.Notification.CollapseKey = "soldes-été" },
+		"CR/LF in the topic": func(m *push.Message) {
+			m.Notification.APNs = &push.APNsOverride{Topic: "com.example.app\r\napns-priority: 10"}
+		},
+		"space in the topic": func(m *push.Message) { m.Notification.APNs = &push.APNsOverride{Topic: "com.example app"} },
+		"overlong topic":     func(m *push.Message) { m.Notification.APNs = &push.APNsOverride{Topic: strings.Repeat("a", 201)} },
+		"unknown push type":  func(m *push.Message) { m.Notification.APNs = &push.APNsOverride{PushType: "alert\r\n"} },
+	} {
+		m := msg("ada")
+		mod(m)
+		require.ErrorIs(t, c.Validate(m), push.ErrInvalidMessage, name)
+		_, err := c.Send(ctx, m)
+		require.ErrorIs(t, err, push.ErrInvalidMessage, name)
+		require.False(t, push.IsRetryable(err), name)
+	}
+	require.Empty(t, srv.Requests())
+	_, err := apns.New(srv.Configure(&apns.Config{Topic: "com.example.app\n"}))
+	require.ErrorContains(t, err, "Config.Topic")
+}
+
+// A server certificate the client does not trust is a configuration
+// error (ErrAuth), never "unavailable" to retry until the TTL; a host's
+// own *http.Client carries the requests when given.
+func TestTransportAndUntrustedCertificates(t *testing.T) {
+	t.Parallel()
+	srv := pushtest.NewAPNs(t, &pushtest.APNsOptions{Topics: []string{topic}})
+	untrusted := newClient(t, srv, func(cfg *apns.Config) {})
+	// Configure set the fake's roots; drop them.
+	cfg := srv.Configure(&apns.Config{Topic: topic})
+	cfg.TLSConfig = nil
+	c, err := apns.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(c.CloseIdleConnections)
+	_, err = c.Send(ctx, msg("ada"))
+	require.ErrorIs(t, err, push.ErrAuth)
+	require.Contains(t, err.Error(), "certificate")
+	require.False(t, push.IsRetryable(err))
+
+	var used atomicCount
+	hc := &http.Client{Transport: countingTransport{&used, &http.Transport{TLSClientConfig: srv.TLSConfig(), ForceAttemptHTTP2: true}}}
+	viaHost := newClient(t, srv, func(cfg *apns.Config) { cfg.HTTPClient = hc })
+	_, err = viaHost.Send(ctx, msg("ada"))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), used.n.Load(), "the host's client carried the request")
+	_, err = untrusted.Send(ctx, msg("ada"))
+	require.NoError(t, err)
+	hc.CloseIdleConnections()
+}
+
+type atomicCount struct{ n atomic.Int64 }
+
+type countingTransport struct {
+	n    *atomicCount
+	base http.RoundTripper
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.n.Add(1)
+	return c.base.RoundTrip(r)
+}
+
+// The fuzz property: Validate never panics, and what it accepts the fake
+// APNs accepts.
+func FuzzValidate(f *testing.F) {
+	f.Add("Hello", "World", "", "", "", "k1")
+	f.Add("a\r\nb", "x", "sale\r\n", "com.example.app", "alert", "k2")
+	f.Add("", "", "x", "com.example.app\n", "voip", "")
+	f.Add(strings.Repeat("é", 3000), "b", "", "", "background", "k3")
+	srv := pushtest.NewAPNs(f, &pushtest.APNsOptions{Topics: []string{topic, topic + ".voip", topic + ".complication", topic + ".push-type.liveactivity", topic + ".voip-ptt"}})
+	cfg := srv.Configure(&apns.Config{Topic: topic})
+	c, err := apns.New(cfg)
+	require.NoError(f, err)
+	f.Cleanup(c.CloseIdleConnections)
+	f.Fuzz(func(t *testing.T, title, body, collapse, topicOverride, pushType, key string) {
+		m := &push.Message{Token: pushtest.DeviceToken(key), IdempotencyKey: key, Notification: push.Notification{Title: title, Body: body, CollapseKey: collapse}}
+		if topicOverride != "" || pushType != "" {
+			m.Notification.APNs = &push.APNsOverride{Topic: topicOverride, PushType: pushType}
+		}
+		if c.Validate(m) != nil {
+			return
+		}
+		_, err := c.Send(ctx, m)
+		var pe *push.Error
+		if errors.As(err, &pe) && pe.AboutMessage() && pe.Reason != "TopicDisallowed" && pe.Reason != "BadTopic" && pe.Reason != "DeviceTokenNotForTopic" {
+			// (A topic the app does not own is APNs' to know, not ours.)
+			t.Fatalf("Validate accepted a message APNs refused: %v", err)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package fcm_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -280,4 +281,55 @@ func TestSecretsAndTokensStayOutOfErrorsAndLogs(t *testing.T) {
 	require.NotContains(t, all, "payload-canary")
 	require.NotContains(t, all, "PRIVATE KEY")
 	require.NotContains(t, all, sa.Reveal()[40:60])
+}
+
+// What FCM would refuse that can be known locally is refused by Validate.
+func TestHeaderBoundValuesAndReservedKeys(t *testing.T) {
+	t.Parallel()
+	srv := pushtest.NewFCM(t, nil)
+	c := newClient(t, srv, nil)
+	tok := pushtest.RegistrationToken("a")
+	for name, m := range map[string]*push.Message{
+		"google-prefixed key":     {Token: tok, Notification: push.Notification{Data: map[string]string{"googleplay": "1"}}},
+		"gcm-prefixed key":        {Token: tok, Notification: push.Notification{Data: map[string]string{"gcm_x": "1"}}},
+		"collapse_key data key":   {Token: tok, Notification: push.Notification{Data: map[string]string{"collapse_key": "1"}}},
+		"empty data key":          {Token: tok, Notification: push.Notification{Data: map[string]string{"": "1"}}},
+		"topic with a slash":      {Topic: "news/sport", Notification: push.Notification{Body: "x"}},
+		"topic with a space":      {Topic: "news sport", Notification: push.Notification{Body: "x"}},
+		"condition with CR/LF":    {Condition: "'a' in topics\r\n", Notification: push.Notification{Body: "x"}},
+		"collapse key with CR/LF": {Token: tok, Notification: push.Notification{CollapseKey: "a\r\nb"}},
+		"collapse key over 64":    {Token: tok, Notification: push.Notification{CollapseKey: strings.Repeat("c", 65)}},
+		"token with a quote":      {Token: strings.Repeat("a", 40) + `"`},
+	} {
+		require.Error(t, c.Validate(m), name)
+		_, err := c.Send(ctx, m)
+		require.Error(t, err, name)
+		require.False(t, push.IsRetryable(err), name)
+	}
+	require.Empty(t, srv.Requests())
+}
+
+// The fuzz property: Validate never panics, and what it accepts the fake
+// FCM accepts.
+func FuzzValidate(f *testing.F) {
+	f.Add("Hi", "there", "sku", "A1", "", "")
+	f.Add("", strings.Repeat("x", 5000), "google.x", "1", "news", "")
+	f.Add("t", "b", "from", "x", "", "'a' in topics")
+	srv := pushtest.NewFCM(f, nil)
+	c, err := fcm.New(ctx, srv.Configure(&fcm.Config{}))
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, title, body, key, value, topic, condition string) {
+		m := &push.Message{Topic: topic, Condition: condition, Notification: push.Notification{Title: title, Body: body, Data: map[string]string{key: value}}}
+		if topic == "" && condition == "" {
+			m.Token = pushtest.RegistrationToken(title)
+		}
+		if c.Validate(m) != nil {
+			return
+		}
+		_, err := c.Send(ctx, m)
+		var pe *push.Error
+		if errors.As(err, &pe) && pe.AboutMessage() {
+			t.Fatalf("Validate accepted a message FCM refused: %v", err)
+		}
+	})
 }

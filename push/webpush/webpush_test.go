@@ -228,6 +228,10 @@ func TestSSRFGuard(t *testing.T) {
 				"push.example.test":                 "172.16.5.5",
 				"rebind.example.test":               "100.64.1.1",
 				"meta.example.test":                 "fd00:ec2::254",
+				"zoned.example.test":                "fe80::1%eth0",
+				"compat.example.test":               "::808:808",
+				"compatlo.example.test":             "::7f00:1",
+				"compat10.example.test":             "::a00:1",
 			}),
 			Timeout: 2 * time.Second,
 		})
@@ -236,7 +240,8 @@ func TestSSRFGuard(t *testing.T) {
 		return c
 	}
 	strict := newClient(false)
-	withHosts := newClient(false, "push.example.test", "rebind.example.test", "meta.example.test", "127.0.0.1:"+canaryPort)
+	withHosts := newClient(false, "push.example.test", "rebind.example.test", "meta.example.test", "127.0.0.1:"+canaryPort,
+		"zoned.example.test", "compat.example.test", "compatlo.example.test", "compat10.example.test")
 	keys := `"keys":{"p256dh":"BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM","auth":"tBHItJI5svbpez7KI4CCXg"}`
 	sub := func(endpoint string) string { return `{"endpoint":"` + endpoint + `",` + keys + `}` }
 	cases := []struct {
@@ -279,6 +284,13 @@ func TestSSRFGuard(t *testing.T) {
 		{"added host resolving to CGNAT", withHosts, "https://rebind.example.test/x"},
 		{"added host resolving to ULA", withHosts, "https://meta.example.test/x"},
 		{"added loopback host without AllowLoopback", withHosts, "https://" + canary.Addr() + "/push"},
+		{"zoned IPv6 literal", strict, "https://[fe80::1%25eth0]/push"},
+		{"zoned IPv6 literal, added host", withHosts, "https://[fe80::1%25eth0]:443/push"},
+		{"host resolving to a zoned address", withHosts, "https://zoned.example.test/x"},
+		{"host resolving to IPv4-compatible IPv6 (public v4)", withHosts, "https://compat.example.test/x"},
+		{"host resolving to IPv4-compatible loopback", withHosts, "https://compatlo.example.test/x"},
+		{"host resolving to IPv4-compatible 10/8", withHosts, "https://compat10.example.test/x"},
+		{"IPv4-compatible literal", strict, "https://[::7f00:1]/push"},
 	}
 	for _, tc := range cases {
 		_, err := tc.c.Send(ctx, &push.Message{Token: sub(tc.endpoint), Notification: push.Notification{Body: "x"}})
@@ -286,6 +298,62 @@ func TestSSRFGuard(t *testing.T) {
 		require.False(t, push.IsRetryable(err), tc.name)
 	}
 	require.Zero(t, canary.Accepted(), "no connection may reach a loopback listener")
+}
+
+// The allow-list of push services cannot be widened by code in the
+// process: KnownPushServices hands out a copy.
+func TestKnownPushServicesIsACopy(t *testing.T) {
+	t.Parallel()
+	l := webpush.KnownPushServices()
+	require.Contains(t, l, "fcm.googleapis.com")
+	l[0] = "evil.example.com"
+	require.NotContains(t, webpush.KnownPushServices(), "evil.example.com")
+	_, err := webpush.New(&webpush.Config{VAPIDPublicKey: "x", AllowedHosts: []string{"host/path"}})
+	require.Error(t, err)
+}
+
+// A push service certificate the client does not trust is a configuration
+// error, not an outage.
+func TestUntrustedCertificateIsAConfigurationError(t *testing.T) {
+	t.Parallel()
+	f := setup(t, func(cfg *webpush.Config) {})
+	sub := f.srv.NewSubscription(t, f.pub)
+	pub, priv := f.pub, f.key
+	cfg := f.srv.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"})
+	cfg.TLSConfig = nil
+	c, err := webpush.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(c.CloseIdleConnections)
+	_, err = c.Send(ctx, &push.Message{Token: sub, Notification: push.Notification{Body: "x"}})
+	require.ErrorIs(t, err, push.ErrAuth)
+	require.False(t, push.IsRetryable(err))
+}
+
+// The fuzz property: Validate never panics, and what it accepts the fake
+// push service accepts.
+func FuzzValidate(f *testing.F) {
+	f.Add("Hi", "there", "", "", "normal", "k")
+	f.Add("a\r\nb", strings.Repeat("x", 4000), "https://example.com", "tag", "high", "")
+	f.Add("", "", "javascript:alert(1)", "", "bogus", "k2")
+	pub, priv, err := webpush.GenerateVAPIDKeys()
+	require.NoError(f, err)
+	srv := pushtest.NewWebPush(f)
+	c, err := webpush.New(srv.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))
+	require.NoError(f, err)
+	f.Cleanup(c.CloseIdleConnections)
+	sub := srv.NewSubscription(f, pub)
+	f.Fuzz(func(t *testing.T, title, body, url, tag, urgency, key string) {
+		m := &push.Message{Token: sub, IdempotencyKey: key, Notification: push.Notification{Title: title, Body: body, URL: url, ThreadID: tag,
+			WebPush: &push.WebPushOverride{Urgency: urgency}}}
+		if c.Validate(m) != nil {
+			return
+		}
+		_, err := c.Send(ctx, m)
+		var pe *push.Error
+		if errors.As(err, &pe) && pe.AboutMessage() {
+			t.Fatalf("Validate accepted a notification the push service refused: %v", err)
+		}
+	})
 }
 
 func TestRedirectsAreNotFollowed(t *testing.T) {

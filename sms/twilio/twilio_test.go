@@ -214,3 +214,72 @@ func TestSecretsAndNumbersStayOutOfErrorsAndLogs(t *testing.T) {
 	require.NotContains(t, all, "body-canary")
 	require.NotContains(t, all, srv.AuthToken().Reveal())
 }
+
+// A certificate the client does not trust is a configuration error
+// (ErrAuth), not an outage to retry; the host's *http.Client (a proxy, a
+// private CA) carries the requests when given.
+func TestTransportAndUntrustedCertificates(t *testing.T) {
+	t.Parallel()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"sid":"SM00000000000000000000000000000001","status":"queued"}`))
+	}))
+	t.Cleanup(tlsSrv.Close)
+	fake := smstest.NewServer(t)
+	base := fake.Configure(&twilio.Config{})
+	c, err := twilio.New(&twilio.Config{AccountSID: base.AccountSID, AuthToken: base.AuthToken, BaseURL: tlsSrv.URL})
+	require.NoError(t, err)
+	_, err = c.Send(ctx, &sms.Message{To: to, From: "+15005550006", Body: "hi"})
+	require.ErrorIs(t, err, sms.ErrAuth)
+	require.Contains(t, err.Error(), "certificate")
+	require.False(t, sms.IsRetryable(err))
+
+	trusted, err := twilio.New(&twilio.Config{AccountSID: base.AccountSID, AuthToken: base.AuthToken, BaseURL: tlsSrv.URL, HTTPClient: tlsSrv.Client()})
+	require.NoError(t, err)
+	r, err := trusted.Send(ctx, &sms.Message{To: to, From: "+15005550006", Body: "hi"})
+	require.NoError(t, err)
+	require.Equal(t, "queued", r.Status)
+	tlsSrv.Client().CloseIdleConnections()
+}
+
+// The cost guard and the body and callback checks, through the client's
+// Validate (what the Dispatcher calls at the door) and its policy.
+func TestTheClientsPolicyIsItsValidation(t *testing.T) {
+	t.Parallel()
+	srv := smstest.NewServer(t)
+	strict := newClient(t, srv, nil)
+	premium := "+19005550123"
+	require.Equal(t, sms.PremiumRate, sms.TypeOf(premium))
+	require.ErrorIs(t, strict.Validate(&sms.Message{To: premium, From: "+15005550006", Body: "hi"}), sms.ErrInvalidNumber)
+	loose := newClient(t, srv, func(cfg *twilio.Config) { cfg.Numbers.AllowTypes = []sms.NumberType{sms.PremiumRate} })
+	require.NoError(t, loose.Validate(&sms.Message{To: premium, From: "+15005550006", Body: "hi"}))
+	usOnly := newClient(t, srv, func(cfg *twilio.Config) { cfg.Numbers.AllowCountries = []string{"US"} })
+	require.NoError(t, usOnly.Validate(&sms.Message{To: to, From: "+15005550006", Body: "hi"}))
+	require.ErrorIs(t, usOnly.Validate(&sms.Message{To: "+447700900123", From: "+15005550006", Body: "hi"}), sms.ErrInvalidNumber)
+	_, err := strict.Send(ctx, &sms.Message{To: premium, From: "+15005550006", Body: "hi"})
+	require.ErrorIs(t, err, sms.ErrInvalidNumber)
+	require.Empty(t, srv.Messages(), "refused before any request")
+}
+
+// The fuzz property: Validate never panics, and what it accepts the fake
+// Twilio accepts.
+func FuzzValidate(f *testing.F) {
+	f.Add("+14155552671", "+15005550006", "hello", "")
+	f.Add("+19005550123", "Shop", "\u200b\u200b", "https://hooks.example.com/s")
+	f.Add("+8816123456789", "Shop", strings.Repeat("é", 700), "http://127.0.0.1/x")
+	srv := smstest.NewServer(f)
+	c, err := twilio.New(srv.Configure(&twilio.Config{}))
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, to, from, body, callback string) {
+		m := &sms.Message{To: to, From: from, Body: body, StatusCallback: callback}
+		if c.Validate(m) != nil {
+			return
+		}
+		_, err := c.Send(ctx, m)
+		var se *sms.Error
+		if errors.As(err, &se) && se.AboutMessage() {
+			t.Fatalf("Validate accepted a message Twilio refused: %v", err)
+		}
+	})
+}
