@@ -333,8 +333,8 @@ func (o *Options) checkCallback(raw string) error {
 		return errors.New("StatusCallback over 2,048 bytes")
 	}
 	for _, r := range raw {
-		if r <= ' ' || r == 0x7f {
-			return errors.New("StatusCallback has a space or control character")
+		if r <= ' ' || r >= 0x7f {
+			return errors.New("StatusCallback has a space, control or non-ASCII character (percent-encode it; use the host's punycode form)")
 		}
 	}
 	u, err := url.Parse(raw)
