@@ -144,8 +144,10 @@ func newChannelRig(t *testing.T, route string) *channelRig {
 			},
 			delivered: func() int { return len(f.Messages()) },
 			requests:  f.Transactions,
-			down:      func() { f.FailNext(1_000_000, emailtest.Reply{Code: 421, Enhanced: [3]int{4, 3, 2}, Message: "Service not available"}) },
-			up:        f.Heal,
+			down: func() {
+				f.FailNext(1_000_000, emailtest.Reply{Code: 421, Enhanced: [3]int{4, 3, 2}, Message: "Service not available"})
+			},
+			up: f.Heal,
 		}
 	case "sms":
 		f := smstest.NewServer(t)

@@ -234,8 +234,8 @@ type Config struct {
 	// MaxSchedule is how far ahead SendAt may be. Default
 	// DefaultMaxSchedule (and never past retry.MaxTime).
 	MaxSchedule time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Dispatcher composes the parts: Send validates a message and enqueues it
@@ -246,9 +246,9 @@ type Dispatcher struct {
 	cfg        Config
 	maxPayload int // the queue's payload limit
 	emailMax   int // the largest email (bodies and attachments) that fits it
-	queue    *retry.Queue
-	rules    map[string]bool     // the limiter's rule names
-	breakers map[string]*breaker // by route
+	queue      *retry.Queue
+	rules      map[string]bool     // the limiter's rule names
+	breakers   map[string]*breaker // by route
 }
 
 // Result is Send's answer.

@@ -101,6 +101,7 @@ func TestClassify(t *testing.T) {
 		{450, "4.7.1", email.ErrRateLimited},
 		{451, "4.3.0", email.ErrUnavailable},
 		{452, "4.2.2", email.ErrUnavailable},
+		{452, "4.5.3", email.ErrInvalidMessage}, // too many recipients: refused again as is
 	}
 	for _, tc := range cases {
 		require.True(t, errors.Is(email.Classify(tc.code, tc.enh), tc.want), "%d %s", tc.code, tc.enh)

@@ -250,3 +250,37 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// The Message-ID's domain comes from the parsed sender address, never the
+// raw From text (a comment or display name may hold an "@" of its own),
+// and a refused RCPT TO is about the recipients, not the server.
+func TestMessageIDDomainAndRecipientRefusals(t *testing.T) {
+	t.Parallel()
+	srv := emailtest.NewServer(t, nil)
+	s := newSender(t, srv, nil)
+	m := msg("ada@example.com")
+	m.From, m.IdempotencyKey = "shop@shop.example.com (Sales@Evil Team)", "order-1"
+	r, err := s.Send(ctx, m)
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(r.MessageID, "@shop.example.com"), r.MessageID)
+
+	srv.FailRecipient("full@example.com", emailtest.Reply{Code: 452, Enhanced: [3]int{4, 2, 2}, Message: "Mailbox full"})
+	srv.FailRecipient("many@example.com", emailtest.Reply{Code: 452, Enhanced: [3]int{4, 5, 3}, Message: "Too many recipients"})
+	_, err = s.Send(ctx, msg("full@example.com"))
+	var ee *email.Error
+	require.ErrorAs(t, err, &ee)
+	require.True(t, ee.Retryable(), "a full mailbox may empty")
+	require.True(t, ee.AboutMessage(), "but it says nothing about the server")
+	_, err = s.Send(ctx, msg("many@example.com"))
+	require.ErrorIs(t, err, email.ErrInvalidMessage)
+	require.ErrorAs(t, err, &ee)
+	require.True(t, ee.AboutMessage())
+
+	many := msg("a@example.com")
+	for i := range email.DefaultMaxRecipients {
+		many.Bcc = append(many.Bcc, fmt.Sprintf("b%d@example.com", i))
+	}
+	require.ErrorIs(t, s.Validate(many), email.ErrInvalidMessage)
+	roomy := newSender(t, srv, func(cfg *smtp.Config) { cfg.MaxRecipients = 500 })
+	require.NoError(t, roomy.Validate(many))
+}
