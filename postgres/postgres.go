@@ -15,9 +15,12 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -73,90 +76,56 @@ func (db *DB) Capping() capping.Store { return db.caps }
 // Tracking returns the tracking journal's store.
 func (db *DB) Tracking() tracking.Store { return db.track }
 
-// migrations are applied in order; {{schema}} is replaced by the schema.
-var migrations = []string{
-	`
-CREATE TABLE {{schema}}.retry_jobs (
-	id           bigserial   PRIMARY KEY,
-	kind         text        NOT NULL,
-	lane         text        NOT NULL,
-	state        smallint    NOT NULL,
-	priority     integer     NOT NULL,
-	run_at       timestamptz NOT NULL,
-	expires_at   timestamptz,
-	max_attempts integer     NOT NULL,
-	attempt      integer     NOT NULL DEFAULT 0,
-	lease_token  bigint      NOT NULL DEFAULT 0,
-	lease_until  timestamptz,
-	idem_key     text        NOT NULL DEFAULT '',
-	last_error   text        NOT NULL DEFAULT '',
-	created_at   timestamptz NOT NULL,
-	updated_at   timestamptz NOT NULL,
-	finished_at  timestamptz,
-	payload      bytea       NOT NULL
-);
-CREATE INDEX retry_jobs_ready    ON {{schema}}.retry_jobs (lane, priority DESC, run_at, id) WHERE state = 1;
-CREATE INDEX retry_jobs_sched    ON {{schema}}.retry_jobs (lane, run_at) WHERE state = 2;
-CREATE INDEX retry_jobs_running  ON {{schema}}.retry_jobs (lease_until) WHERE state = 3;
-CREATE INDEX retry_jobs_finished ON {{schema}}.retry_jobs (finished_at) WHERE state IN (4, 6);
-CREATE TABLE {{schema}}.retry_keys (
-	key        text        PRIMARY KEY,
-	job_id     bigint      NOT NULL,
-	created_at timestamptz NOT NULL
-);
-CREATE INDEX retry_keys_created ON {{schema}}.retry_keys (created_at);
-CREATE TABLE {{schema}}.retry_lanes (
-	lane   text    PRIMARY KEY,
-	paused boolean NOT NULL
-);
-`,
-	`
-CREATE TABLE {{schema}}.capping_slots (
-	key     text        NOT NULL,
-	id      text        NOT NULL,
-	at      timestamptz NOT NULL,
-	pending boolean     NOT NULL,
-	PRIMARY KEY (key, id)
-);
-CREATE INDEX capping_slots_at ON {{schema}}.capping_slots (key, at);
-CREATE TABLE {{schema}}.capping_reservations (
-	id          text        PRIMARY KEY,
-	at          timestamptz NOT NULL,
-	lease_until timestamptz NOT NULL,
-	keys        text[]      NOT NULL
-);
-`,
-	`
-CREATE TABLE {{schema}}.tracking_events (
-	seq        bigserial   PRIMARY KEY,
-	id         text        NOT NULL UNIQUE,
-	message_id text        NOT NULL,
-	type       text        NOT NULL,
-	at         timestamptz NOT NULL,
-	campaign   text        NOT NULL,
-	automation text        NOT NULL,
-	data       jsonb       NOT NULL
-);
-CREATE INDEX tracking_events_campaign   ON {{schema}}.tracking_events (campaign, at) WHERE campaign <> '';
-CREATE INDEX tracking_events_automation ON {{schema}}.tracking_events (automation, at) WHERE automation <> '';
-CREATE INDEX tracking_events_message    ON {{schema}}.tracking_events (message_id, type);
-CREATE TABLE {{schema}}.tracking_cursors (
-	sink text   PRIMARY KEY,
-	seq  bigint NOT NULL
-);
-CREATE TABLE {{schema}}.tracking_gaps (
-	id       bigserial   PRIMARY KEY,
-	from_at  timestamptz NOT NULL,
-	to_at    timestamptz NOT NULL,
-	reason   text        NOT NULL,
-	declared boolean     NOT NULL
-);
-`,
-	// 4: a digest kept with each idempotency key (a reused key with other
-	// content is a conflict, not a duplicate).
-	`
-ALTER TABLE {{schema}}.retry_keys ADD COLUMN digest text NOT NULL DEFAULT '';
-`,
+// migrationFiles are the migrations, one .sql file each, applied in name
+// order; {{schema}} in them is replaced by the schema.
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+var migrations = func() []string {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		panic(err)
+	}
+	slices.Sort(names)
+	out := make([]string, len(names))
+	for i, n := range names {
+		b, err := migrationFiles.ReadFile(n)
+		if err != nil {
+			panic(err)
+		}
+		out[i] = string(b)
+	}
+	return out
+}()
+
+// Migrations returns the schema's migrations as .sql files (0001_retry.sql,
+// ...), for a DBA who applies them with the team's own tools: replace
+// {{schema}} with the schema's name, apply them in name order, and record
+// the highest applied version in {{schema}}.migrations (version integer
+// PRIMARY KEY, applied_at timestamptz), which Migrate reads.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+// MigrationScript renders every migration for schema as one script, with
+// the bookkeeping Migrate does, so `psql -f` applies it as Migrate would.
+func MigrationScript(schema string) (string, error) {
+	if !schemaRE.MatchString(schema) {
+		return "", fmt.Errorf("postgres: schema %q is not a plain identifier", schema)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "BEGIN;\nCREATE SCHEMA IF NOT EXISTS %s;\nCREATE TABLE IF NOT EXISTS %s.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());\n", schema, schema)
+	for i, m := range migrations {
+		b.WriteString(strings.ReplaceAll(m, "{{schema}}", schema))
+		fmt.Fprintf(&b, "INSERT INTO %s.migrations (version) VALUES (%d) ON CONFLICT DO NOTHING;\n", schema, i+1)
+	}
+	b.WriteString("COMMIT;\n")
+	return b.String(), nil
 }
 
 // Migrate creates the schema or upgrades it to this version of herald. It
