@@ -14,6 +14,8 @@ import (
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
+	"github.com/heraldhq/herald/tracking"
+	trackingstoretest "github.com/heraldhq/herald/tracking/storetest"
 )
 
 func openDB(t *testing.T, path string) *embedded.DB {
@@ -150,6 +152,23 @@ func TestCappingConformance(t *testing.T) {
 			path := paths.Get(s)
 			require.NoError(t, s.Close())
 			return openDB(t, path).Capping()
+		},
+	})
+}
+
+func TestTrackingConformance(t *testing.T) {
+	t.Parallel()
+	paths := storereg.New[tracking.Store]()
+	trackingstoretest.Run(t, func(t *testing.T) tracking.Store {
+		path := filepath.Join(t.TempDir(), "herald.db")
+		s := openDB(t, path).Tracking()
+		paths.Put(s, path)
+		return s
+	}, &trackingstoretest.Options{
+		Reopen: func(t *testing.T, s tracking.Store) tracking.Store {
+			path := paths.Get(s)
+			require.NoError(t, s.Close())
+			return openDB(t, path).Tracking()
 		},
 	})
 }

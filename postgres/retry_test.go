@@ -23,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
 	"github.com/heraldhq/herald/tracking"
+	trackingstoretest "github.com/heraldhq/herald/tracking/storetest"
 	"github.com/heraldhq/herald/tracking/trackingtest"
 )
 
@@ -322,4 +323,24 @@ func TestSurvivesRestartAndDroppedConnections(t *testing.T) {
 		t.Log("HERALD_PG_RESTART not set: the restart part is skipped (bash .ci/run sets it)")
 	}
 	multiproc.Survive(t, q, 3000, disruptions)
+}
+
+func TestTrackingConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	schemas := storereg.New[tracking.Store]()
+	trackingstoretest.Run(t, func(t *testing.T) tracking.Store {
+		db, schema := freshDB(t, p)
+		s := db.Tracking()
+		schemas.Put(s, schema)
+		return s
+	}, &trackingstoretest.Options{
+		Reopen: func(t *testing.T, s tracking.Store) tracking.Store {
+			schema := schemas.Get(s)
+			require.NoError(t, s.Close())
+			db, err := postgres.New(pool(t), &postgres.Config{Schema: schema})
+			require.NoError(t, err)
+			return db.Tracking()
+		},
+	})
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/secret"
 	"github.com/heraldhq/herald/tracking"
+	"github.com/heraldhq/herald/tracking/storetest"
 	"github.com/heraldhq/herald/tracking/trackingtest"
 )
 
@@ -486,4 +487,9 @@ func TestIngestShedsLoad(t *testing.T) {
 // in the forwarder goroutine.
 func TestSlogSinkDefaultsToTheDefaultLogger(t *testing.T) {
 	require.NoError(t, (&tracking.SlogSink{}).Write(ctx, []tracking.Event{ev(1, tracking.Sent)}))
+}
+
+func TestMemoryStoreConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) tracking.Store { return tracking.NewMemoryStore() }, nil)
 }
