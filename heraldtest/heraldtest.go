@@ -312,5 +312,3 @@ func (s smsSender) Send(ctx context.Context, m *sms.Message) (sms.Receipt, error
 	}
 	return sms.Receipt{SID: "SM" + id, Status: "queued", At: time.Now()}, nil
 }
-
-
