@@ -28,7 +28,7 @@ type Sink interface {
 	Write(ctx context.Context, events []Event) error
 }
 
-// ErrBufferFull: Track could not buffer the events (the journal is not
+// ErrBufferFull says Track could not buffer the events (the journal is not
 // keeping up or is down); they were not recorded and a gap was noted.
 var ErrBufferFull = errors.New("tracking: outbox buffer full; events dropped and recorded as a gap")
 

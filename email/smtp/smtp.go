@@ -143,8 +143,8 @@ func New(cfg *Config) (*Sender, error) {
 	return &Sender{st: secret.Seal(s)}, nil
 }
 
-// String, GoString, Format, LogValue and MarshalJSON render a Sender
-// without its credentials.
+// String renders the sender without its credentials, as do GoString,
+// Format, LogValue and MarshalJSON.
 func (s *Sender) String() string { return "smtp.Sender{[REDACTED]}" }
 
 // GoString implements fmt.GoStringer.

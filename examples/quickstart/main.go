@@ -1,5 +1,6 @@
-// Command quickstart is herald's main job for now: it opens the embedded
-// store (one file, no external service), enqueues a burst of "send" jobs
+// Command quickstart shows the queue alone, without the Dispatcher (the
+// main job is examples/outage): it opens the embedded store (one file, no
+// external service), enqueues a burst of "send" jobs
 // with idempotency keys, works them with retries, expiry and a dead
 // letter, and prints what happened.
 //

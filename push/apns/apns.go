@@ -214,8 +214,8 @@ func New(cfg *Config) (*Client, error) {
 	return &Client{st: secret.Seal(c)}, nil
 }
 
-// String, GoString, Format, LogValue and MarshalJSON render a Client
-// without its credentials.
+// String renders the client without its credentials, as do GoString,
+// Format, LogValue and MarshalJSON.
 func (c *Client) String() string { return "apns.Client{[REDACTED]}" }
 
 // GoString implements fmt.GoStringer.

@@ -182,8 +182,8 @@ func New(_ context.Context, cfg *Config) (*Client, error) {
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// String, GoString, Format, LogValue and MarshalJSON render a Client
-// without its credentials.
+// String renders the client without its credentials, as do GoString,
+// Format, LogValue and MarshalJSON.
 func (c *Client) String() string { return "fcm.Client{[REDACTED]}" }
 
 // GoString implements fmt.GoStringer.

@@ -90,8 +90,8 @@ type client struct {
 	priv  secret.Value // VAPID private key, base64url, for webpush-go
 }
 
-// String, GoString, Format, LogValue and MarshalJSON render a Client
-// without its credentials.
+// String renders the client without its credentials, as do GoString,
+// Format, LogValue and MarshalJSON.
 func (c *Client) String() string { return "webpush.Client{[REDACTED]}" }
 
 // GoString implements fmt.GoStringer.
