@@ -2,15 +2,10 @@ package herald
 
 import (
 	"cmp"
-	"context"
-	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
 
-	"github.com/heraldhq/herald/email"
-	"github.com/heraldhq/herald/push"
-	"github.com/heraldhq/herald/sms"
 )
 
 // BreakerConfig tunes the circuit breaker each route (provider) has.
@@ -143,37 +138,4 @@ func (b *breaker) abstain() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.probing = false
-}
-
-// aboutMessage reports whether err is a refusal of the message itself
-// (its recipients, content or headers), whatever its class: a channel
-// error says so through an AboutMessage method.
-func aboutMessage(err error) bool {
-	var am interface{ AboutMessage() bool }
-	return errors.As(err, &am) && am.AboutMessage()
-}
-
-// providerDown reports whether err says the provider, not the message, is
-// the problem: unreachable, overloaded, rate limiting us or refusing our
-// credentials. A refusal about the message never counts, whatever its
-// class (an SMTP server deferring one recipient is not down).
-func providerDown(err error) bool {
-	if aboutMessage(err) {
-		return false
-	}
-	for _, k := range []error{
-		push.ErrUnavailable, push.ErrRateLimited, push.ErrAuth,
-		email.ErrUnavailable, email.ErrRateLimited, email.ErrAuth,
-		sms.ErrUnavailable, sms.ErrRateLimited, sms.ErrAuth,
-		context.DeadlineExceeded,
-	} {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
-}
-
-func authRefused(err error) bool {
-	return errors.Is(err, push.ErrAuth) || errors.Is(err, email.ErrAuth) || errors.Is(err, sms.ErrAuth)
 }

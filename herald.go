@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/delivery"
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/retry"
@@ -631,11 +632,11 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	}
 	providerID, provider, err := d.deliver(sendCtx, &m)
 	switch {
-	case err != nil && providerDown(err):
-		if b.failure(d.cfg.Now(), authRefused(err)) {
+	case err != nil && delivery.ProviderDown(err):
+		if b.failure(d.cfg.Now(), delivery.Of(err).Auth()) {
 			d.cfg.Logger.Warn("herald: circuit open: the provider is down; its messages wait", "route", m.route(), "err", err)
 		}
-	case err == nil || answered(err):
+	case err == nil || delivery.Answered(err):
 		b.success() // the provider answered, whatever it said about the message
 	default:
 		// Refused before it reached the provider (a header the transport
@@ -652,7 +653,7 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 		d.trackSent(ctx, &m, provider, providerID, job.Attempt)
 		return nil
 	}
-	if reservation != "" && notSent(err) {
+	if reservation != "" && delivery.NotSent(err) {
 		if rerr := d.cfg.Limiter.Release(ctx, reservation, d.cfg.Now()); rerr != nil {
 			d.cfg.Logger.Warn("herald: capping release failed", "job", job.ID, "err", rerr)
 		}
@@ -660,12 +661,12 @@ func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	// An outcome we cannot know (a timeout after the request left) keeps
 	// the slot: it counts as sent when its lease ends, the safe side.
 	switch {
-	case authRefused(err):
+	case delivery.Of(err).Auth():
 		// Our credentials, not the message: keep it until someone fixes
 		// them (or its TTL passes).
 		d.track(ctx, &m, tracking.Failed, d.cfg.Now(), job.Attempt, err)
 		return retry.Snooze(max(b.remaining(d.cfg.Now()), time.Second))
-	case recipientGone(err):
+	case delivery.Of(err).Gone():
 		d.track(ctx, &m, tracking.RecipientGone, d.cfg.Now(), job.Attempt, err)
 		return retry.Permanent(err)
 	case retryable(err):
@@ -707,62 +708,14 @@ func (d *Dispatcher) deliver(ctx context.Context, m *Message) (id, provider stri
 	return "", "", retry.Permanent(errors.New("herald: message has no channel"))
 }
 
-func recipientGone(err error) bool {
-	return errors.Is(err, push.ErrUnregistered) || errors.Is(err, email.ErrRecipientGone) || errors.Is(err, sms.ErrRecipientGone)
-}
-
+// retryable reports whether a failed attempt is worth another: the
+// channel error's class decides; outside any channel, a retry.Permanent
+// error is not, and anything else (a deadline, a network error) is.
 func retryable(err error) bool {
-	var pe *push.Error
-	var ee *email.Error
-	var se *sms.Error
-	switch {
-	case errors.As(err, &pe):
-		return pe.Retryable()
-	case errors.As(err, &ee):
-		return email.IsRetryable(err)
-	case errors.As(err, &se):
-		return sms.IsRetryable(err)
-	case retry.IsPermanent(err):
+	if _, ok := delivery.DetailOf(err); !ok && retry.IsPermanent(err) {
 		return false
 	}
-	return true // a deadline, a network error outside any client
-}
-
-// answered reports whether err carries the provider's own answer (a
-// status or reply code): the provider is up, whatever it said.
-func answered(err error) bool {
-	var pe *push.Error
-	if errors.As(err, &pe) {
-		return pe.Status != 0
-	}
-	var ee *email.Error
-	if errors.As(err, &ee) {
-		return ee.Code != 0
-	}
-	var se *sms.Error
-	if errors.As(err, &se) {
-		return se.Status != 0
-	}
-	return false
-}
-
-// notSent reports whether err says the provider did not take the message
-// (it answered no, or it was refused before the network), as opposed to
-// an outcome we cannot know (the connection broke after the request).
-func notSent(err error) bool {
-	var pe *push.Error
-	if errors.As(err, &pe) {
-		return pe.Status != 0 || pe.Err == nil
-	}
-	var ee *email.Error
-	if errors.As(err, &ee) {
-		return ee.Code != 0 || ee.Err == nil
-	}
-	var se *sms.Error
-	if errors.As(err, &se) {
-		return se.Status != 0 || se.Err == nil
-	}
-	return false
+	return delivery.Retryable(err)
 }
 
 // observe turns the queue's outcomes that no handler sees into events.
@@ -839,27 +792,7 @@ func (d *Dispatcher) event(m *Message, t tracking.Type, at time.Time, attempt in
 
 // errorClass names an error's class for tracking (never its text, which
 // may hold masked addresses the analytics do not need).
-func errorClass(err error) string {
-	for _, c := range []struct {
-		err  error
-		name string
-	}{
-		{push.ErrUnregistered, "recipient_gone"}, {email.ErrRecipientGone, "recipient_gone"}, {sms.ErrRecipientGone, "recipient_gone"},
-		{push.ErrRateLimited, "rate_limited"}, {email.ErrRateLimited, "rate_limited"}, {sms.ErrRateLimited, "rate_limited"},
-		{push.ErrUnavailable, "unavailable"}, {email.ErrUnavailable, "unavailable"}, {sms.ErrUnavailable, "unavailable"},
-		{push.ErrAuth, "auth"}, {email.ErrAuth, "auth"}, {sms.ErrAuth, "auth"},
-		{push.ErrInvalidToken, "invalid_recipient"}, {sms.ErrInvalidNumber, "invalid_recipient"},
-		{push.ErrPayloadTooLarge, "too_large"}, {email.ErrTooLarge, "too_large"},
-		{push.ErrInvalidMessage, "invalid_message"}, {email.ErrInvalidMessage, "invalid_message"}, {sms.ErrInvalidMessage, "invalid_message"},
-		{email.ErrRejected, "rejected"}, {sms.ErrRejected, "rejected"},
-		{context.DeadlineExceeded, "timeout"},
-	} {
-		if errors.Is(err, c.err) {
-			return c.name
-		}
-	}
-	return "other"
-}
+func errorClass(err error) string { return delivery.Of(err).Name() }
 
 // decodeJob returns the message of one of the dispatcher's jobs.
 func decodeJob(j *retry.Job) (*Message, bool) {

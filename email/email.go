@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/delivery"
 	"github.com/heraldhq/herald/internal/redact"
 )
 
@@ -112,20 +113,20 @@ type GoneFunc func(ctx context.Context, g Gone)
 var (
 	// ErrInvalidMessage: refused by Validate before anything was sent, or by
 	// the server for its syntax (5.5.x). The error says which field.
-	ErrInvalidMessage = errors.New("email: invalid message")
+	ErrInvalidMessage = delivery.Kind("email: invalid message", delivery.ErrInvalidMessage)
 	// ErrRecipientGone: the mailbox does not exist (550/551/553 5.1.x). Suppress it.
-	ErrRecipientGone = errors.New("email: recipient gone")
+	ErrRecipientGone = delivery.Kind("email: recipient gone", delivery.ErrGone)
 	// ErrRejected: refused for good (policy, spam, size: other 5xx).
-	ErrRejected = errors.New("email: rejected")
+	ErrRejected = delivery.Kind("email: rejected", delivery.ErrRejected)
 	// ErrTooLarge: over the server's or Validate's size limit.
-	ErrTooLarge = errors.New("email: message too large")
+	ErrTooLarge = delivery.Kind("email: message too large", delivery.ErrTooLarge)
 	// ErrRateLimited: deferred by the server (4.7.x, greylisting, 421
 	// throttling). Retry later.
-	ErrRateLimited = errors.New("email: rate limited")
+	ErrRateLimited = delivery.Kind("email: rate limited", delivery.ErrRateLimited)
 	// ErrUnavailable: a temporary failure (other 4xx, network, timeouts). Retry.
-	ErrUnavailable = errors.New("email: server unavailable")
+	ErrUnavailable = delivery.Kind("email: server unavailable", delivery.ErrUnavailable)
 	// ErrAuth: the server refused our credentials (535, 530, 534, 538).
-	ErrAuth = errors.New("email: authentication refused")
+	ErrAuth = delivery.Kind("email: authentication refused", delivery.ErrAuth)
 )
 
 // Error is a refusal: by Validate, or by the server with its reply.
@@ -150,33 +151,21 @@ type Error struct {
 // content, its recipients) rather than the server being unreachable,
 // overloaded or refusing our credentials: such a refusal must not count
 // toward a circuit breaker's view of the server.
-func (e *Error) AboutMessage() bool {
-	return e.Recipient || !(errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrAuth))
-}
+func (e *Error) AboutMessage() bool { return delivery.AboutMessage(e) }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Kind.Error())
+	k := e.Kind.Error()
 	if e.Field != "" {
-		fmt.Fprintf(&b, ": %s", e.Field)
+		k += ": " + e.Field
 	}
-	if e.Code != 0 {
-		fmt.Fprintf(&b, " (%d", e.Code)
-		if e.EnhancedCode != "" {
-			fmt.Fprintf(&b, " %s", e.EnhancedCode)
-		}
-		b.WriteString(")")
-	}
-	if e.Reason != "" {
-		fmt.Fprintf(&b, ": %s", e.Reason)
-	}
-	if len(e.Recipients) > 0 {
-		fmt.Fprintf(&b, " [to %s]", strings.Join(e.Recipients, ", "))
-	}
-	if e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
-	}
-	return b.String()
+	return delivery.Format(k, e.Detail(), e.Err)
+}
+
+// Detail implements delivery.Detailer.
+func (e *Error) Detail() delivery.Detail {
+	return delivery.Detail{Channel: "email", Provider: "smtp", Status: e.Code, Code: e.EnhancedCode, Reason: e.Reason,
+		Recipient: strings.Join(e.Recipients, ", "), RetryAfter: e.RetryAfter, AboutRecipients: e.Recipient,
+		Local: e.Code == 0 && e.Err == nil}
 }
 
 // Unwrap returns the class sentinel and the underlying error.
@@ -191,22 +180,11 @@ func (e *Error) Unwrap() []error {
 func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
 
 // Retryable reports whether sending later may succeed.
-func (e *Error) Retryable() bool {
-	return errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited)
-}
+func (e *Error) Retryable() bool { return delivery.Of(e.Kind).Retryable() }
 
 // IsRetryable reports whether err is worth retrying: an email error of a
 // retryable class, or an error that is no email error at all.
-func IsRetryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Retryable()
-	}
-	return true
-}
+func IsRetryable(err error) bool { return delivery.Retryable(err) }
 
 // MaskAddress masks an address for logs: "a***@example.com".
 func MaskAddress(addr string) string { return redact.Email(addr) }

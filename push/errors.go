@@ -2,42 +2,44 @@ package push
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/delivery"
 	"github.com/heraldhq/herald/internal/redact"
 )
 
 // The classes of failure, checked with errors.Is. Each provider client maps
-// its provider's answers onto these once, in its own package.
+// its provider's answers onto these once, in its own package. Each wraps
+// one of package delivery's classes (errors.Is(err, delivery.ErrGone)
+// holds for ErrUnregistered, on every channel alike).
 var (
 	// ErrUnregistered: the recipient is gone (APNs 410, FCM UNREGISTERED,
 	// Web Push 404/410). Forget the token; never retry.
-	ErrUnregistered = errors.New("push: recipient unregistered")
+	ErrUnregistered = delivery.Kind("push: recipient unregistered", delivery.ErrGone)
 	// ErrInvalidToken: the token or subscription is malformed or belongs to
 	// another app or environment. Refused before any network call when it
 	// can be seen locally. Never retry.
-	ErrInvalidToken = errors.New("push: invalid token")
+	ErrInvalidToken = delivery.Kind("push: invalid token", delivery.ErrInvalidRecipient)
 	// ErrPayloadTooLarge: the notification is over the provider's limit.
 	// Refused before any network call. Never retry as is.
-	ErrPayloadTooLarge = errors.New("push: payload too large")
+	ErrPayloadTooLarge = delivery.Kind("push: payload too large", delivery.ErrTooLarge)
 	// ErrInvalidMessage: the provider (or local validation) refused the
 	// message itself: missing topic, bad headers, bad priority. Never
 	// retry as is.
-	ErrInvalidMessage = errors.New("push: invalid message")
+	ErrInvalidMessage = delivery.Kind("push: invalid message", delivery.ErrInvalidMessage)
 	// ErrRateLimited: too many requests (429). Retry after RetryAfter.
-	ErrRateLimited = errors.New("push: rate limited")
+	ErrRateLimited = delivery.Kind("push: rate limited", delivery.ErrRateLimited)
 	// ErrUnavailable: the provider failed or could not be reached (5xx,
 	// network errors, timeouts). Retry with backoff.
-	ErrUnavailable = errors.New("push: provider unavailable")
+	ErrUnavailable = delivery.Kind("push: provider unavailable", delivery.ErrUnavailable)
 	// ErrAuth: the provider refused our credentials (APNs 403, FCM
 	// THIRD_PARTY_AUTH_ERROR, VAPID 401/403). A configuration error: pause
 	// the channel and fix the credentials; the message itself may be kept.
-	ErrAuth = errors.New("push: authentication refused")
+	ErrAuth = delivery.Kind("push: authentication refused", delivery.ErrAuth)
 	// ErrForbiddenEndpoint: a Web Push endpoint is not an allowed push
 	// service, or resolves to a private address (SSRF guard).
-	ErrForbiddenEndpoint = errors.New("push: endpoint not allowed")
+	ErrForbiddenEndpoint = delivery.Kind("push: endpoint not allowed", delivery.ErrForbidden)
 )
 
 // Error is a provider's refusal, or a local one before the network. It
@@ -59,30 +61,13 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString("push: ")
-	b.WriteString(string(e.Provider))
-	b.WriteString(": ")
-	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "push: "))
-	if e.Status != 0 {
-		fmt.Fprintf(&b, " (status %d", e.Status)
-		if e.Reason != "" {
-			fmt.Fprintf(&b, ", %s", e.Reason)
-		}
-		b.WriteString(")")
-	} else if e.Reason != "" {
-		fmt.Fprintf(&b, " (%s)", e.Reason)
-	}
-	if e.Token != "" {
-		fmt.Fprintf(&b, " token %s", e.Token)
-	}
-	if e.RetryAfter > 0 {
-		fmt.Fprintf(&b, " retry after %s", e.RetryAfter)
-	}
-	if e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
-	}
-	return b.String()
+	return delivery.Format("push: "+string(e.Provider)+": "+strings.TrimPrefix(e.Kind.Error(), "push: "), e.Detail(), e.Err)
+}
+
+// Detail implements delivery.Detailer.
+func (e *Error) Detail() delivery.Detail {
+	return delivery.Detail{Channel: "push", Provider: string(e.Provider), Status: e.Status, Code: e.Reason, Recipient: e.Token,
+		RetryAfter: e.RetryAfter, Local: e.Status == 0 && e.Err == nil}
 }
 
 // Unwrap returns the class sentinel and the underlying error.
@@ -101,28 +86,15 @@ func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
 // token, its content, its headers) rather than the provider being
 // unreachable, overloaded or refusing our credentials: such a refusal
 // must not count toward a circuit breaker's view of the provider.
-func (e *Error) AboutMessage() bool {
-	return !(errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrAuth))
-}
+func (e *Error) AboutMessage() bool { return delivery.AboutMessage(e) }
 
 // Retryable reports whether sending the same message later may succeed.
-func (e *Error) Retryable() bool {
-	return errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited)
-}
+func (e *Error) Retryable() bool { return delivery.Of(e.Kind).Retryable() }
 
 // IsRetryable reports whether err is a failure worth retrying: a push
 // error of a retryable class, or an error that is no push error at all (a
 // context deadline, say). It is false for nil.
-func IsRetryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Retryable()
-	}
-	return true
-}
+func IsRetryable(err error) bool { return delivery.Retryable(err) }
 
 // IsRecipientGone reports whether err says the recipient no longer exists.
 func IsRecipientGone(err error) bool { return errors.Is(err, ErrUnregistered) }

@@ -56,7 +56,7 @@ func TestErrorClassesAndRetryHint(t *testing.T) {
 	require.ErrorIs(t, wrapped, push.ErrRateLimited)
 	require.True(t, push.IsRetryable(wrapped))
 	require.False(t, push.IsRecipientGone(wrapped))
-	require.Equal(t, "push: apns: rate limited (status 429, TooManyRequests) token 0123…0123(20) retry after 1m0s", e.Error())
+	require.Equal(t, "push: apns: rate limited (status 429, TooManyRequests) [to 0123…0123(20)] retry after 1m0s", e.Error())
 
 	// The retry queue honours the provider's Retry-After through the error chain.
 	q, err := retry.New(retry.NewMemoryStore(), nil)

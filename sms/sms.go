@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/nyaruka/phonenumbers"
 
+	"github.com/heraldhq/herald/delivery"
 	"github.com/heraldhq/herald/internal/redact"
 )
 
@@ -76,21 +78,21 @@ type GoneFunc func(ctx context.Context, g Gone)
 var (
 	// ErrInvalidNumber: the number is malformed, not E.164, not valid, or
 	// not able to receive SMS (Twilio 21211, 21614). Never retry.
-	ErrInvalidNumber = errors.New("sms: invalid number")
+	ErrInvalidNumber = delivery.Kind("sms: invalid number", delivery.ErrInvalidRecipient)
 	// ErrInvalidMessage: the message itself is refused (empty body, bad
 	// sender, bad callback URL). Never retry as is.
-	ErrInvalidMessage = errors.New("sms: invalid message")
+	ErrInvalidMessage = delivery.Kind("sms: invalid message", delivery.ErrInvalidMessage)
 	// ErrRecipientGone: the recipient opted out (Twilio 21610, STOP). Suppress.
-	ErrRecipientGone = errors.New("sms: recipient gone")
+	ErrRecipientGone = delivery.Kind("sms: recipient gone", delivery.ErrGone)
 	// ErrRejected: refused for good for another reason (region, policy).
-	ErrRejected = errors.New("sms: rejected")
+	ErrRejected = delivery.Kind("sms: rejected", delivery.ErrRejected)
 	// ErrRateLimited: too many requests (429, Twilio 20429). Retry later.
-	ErrRateLimited = errors.New("sms: rate limited")
+	ErrRateLimited = delivery.Kind("sms: rate limited", delivery.ErrRateLimited)
 	// ErrUnavailable: the provider failed or could not be reached (5xx,
 	// network). Retry with backoff.
-	ErrUnavailable = errors.New("sms: provider unavailable")
+	ErrUnavailable = delivery.Kind("sms: provider unavailable", delivery.ErrUnavailable)
 	// ErrAuth: the provider refused our credentials (401, 20003).
-	ErrAuth = errors.New("sms: authentication refused")
+	ErrAuth = delivery.Kind("sms: authentication refused", delivery.ErrAuth)
 )
 
 // Error is a refusal, local or by the provider.
@@ -105,32 +107,16 @@ type Error struct {
 	Err        error
 }
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Kind.Error())
-	if e.Provider != "" {
-		fmt.Fprintf(&b, " (%s", e.Provider)
-		if e.Status != 0 {
-			fmt.Fprintf(&b, " status %d", e.Status)
-		}
-		if e.Code != 0 {
-			fmt.Fprintf(&b, " code %d", e.Code)
-		}
-		b.WriteString(")")
+func (e *Error) Error() string { return delivery.Format(e.Kind.Error(), e.Detail(), e.Err) }
+
+// Detail implements delivery.Detailer.
+func (e *Error) Detail() delivery.Detail {
+	d := delivery.Detail{Channel: "sms", Provider: e.Provider, Status: e.Status, Reason: e.Reason, Recipient: e.To,
+		RetryAfter: e.RetryAfter, Local: e.Status == 0 && e.Err == nil}
+	if e.Code != 0 {
+		d.Code = strconv.Itoa(e.Code)
 	}
-	if e.Reason != "" {
-		fmt.Fprintf(&b, ": %s", e.Reason)
-	}
-	if e.To != "" {
-		fmt.Fprintf(&b, " [to %s]", e.To)
-	}
-	if e.RetryAfter > 0 {
-		fmt.Fprintf(&b, " retry after %s", e.RetryAfter)
-	}
-	if e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
-	}
-	return b.String()
+	return d
 }
 
 // Unwrap returns the class sentinel and the underlying error.
@@ -148,27 +134,14 @@ func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
 // number, its body) rather than the provider being unreachable,
 // overloaded or refusing our credentials: such a refusal must not count
 // toward a circuit breaker's view of the provider.
-func (e *Error) AboutMessage() bool {
-	return !(errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited) || errors.Is(e.Kind, ErrAuth))
-}
+func (e *Error) AboutMessage() bool { return delivery.AboutMessage(e) }
 
 // Retryable reports whether sending later may succeed.
-func (e *Error) Retryable() bool {
-	return errors.Is(e.Kind, ErrUnavailable) || errors.Is(e.Kind, ErrRateLimited)
-}
+func (e *Error) Retryable() bool { return delivery.Of(e.Kind).Retryable() }
 
 // IsRetryable reports whether err is worth retrying: an sms error of a
 // retryable class, or an error that is no sms error at all.
-func IsRetryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Retryable()
-	}
-	return true
-}
+func IsRetryable(err error) bool { return delivery.Retryable(err) }
 
 // MaskNumber masks a phone number for logs: "+44*******89".
 func MaskNumber(n string) string { return redact.Phone(n) }
