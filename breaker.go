@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
 )
 
 // BreakerConfig tunes the circuit breaker each route (provider) has.

@@ -34,7 +34,7 @@ func BenchmarkDispatcher(b *testing.B) {
 		}
 		b.Cleanup(func() { _ = db.Close() })
 		fake := pushtest.NewAPNs(b, &pushtest.APNsOptions{Topics: []string{topic}})
-		c, err := apns.New(fake.Configure(&apns.Config{Topic: topic}))
+		c, err := apns.New((&apns.Config{Topic: topic}).UseFake(fake))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -22,7 +22,7 @@ func ExampleDispatcher() {
 	defer tb.Done()
 	ctx := context.Background()
 	fake := pushtest.NewAPNs(tb, &pushtest.APNsOptions{Topics: []string{topic}})
-	client, _ := apns.New(fake.Configure(&apns.Config{Topic: topic}))
+	client, _ := apns.New((&apns.Config{Topic: topic}).UseFake(fake))
 	defer client.CloseIdleConnections()
 
 	d, _ := herald.New(&herald.Config{

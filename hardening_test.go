@@ -53,7 +53,7 @@ func newChannelRig(t *testing.T, route string) *channelRig {
 	switch route {
 	case "apns":
 		f := pushtest.NewAPNs(t, &pushtest.APNsOptions{Topics: []string{topic}})
-		c, err := apns.New(f.Configure(&apns.Config{Topic: topic}))
+		c, err := apns.New((&apns.Config{Topic: topic}).UseFake(f))
 		require.NoError(t, err)
 		t.Cleanup(c.CloseIdleConnections)
 		reasons := []pushtest.Fault{{Status: 400, Reason: "BadDeviceToken"}, {Status: 410, Reason: "Unregistered"}, {Status: 413, Reason: "PayloadTooLarge"}, {Status: 400, Reason: "BadCollapseId"}}
@@ -75,7 +75,7 @@ func newChannelRig(t *testing.T, route string) *channelRig {
 		}
 	case "fcm":
 		f := pushtest.NewFCM(t, nil)
-		c, err := fcm.New(ctx, f.Configure(&fcm.Config{}))
+		c, err := fcm.New(ctx, (&fcm.Config{}).UseFake(f))
 		require.NoError(t, err)
 		reasons := []string{"INVALID_ARGUMENT", "UNREGISTERED", "SENDER_ID_MISMATCH"}
 		return &channelRig{
@@ -98,7 +98,7 @@ func newChannelRig(t *testing.T, route string) *channelRig {
 		f := pushtest.NewWebPush(t)
 		pub, priv, err := webpush.GenerateVAPIDKeys()
 		require.NoError(t, err)
-		c, err := webpush.New(f.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))
+		c, err := webpush.New((&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}).UseFake(f))
 		require.NoError(t, err)
 		t.Cleanup(c.CloseIdleConnections)
 		statuses := []int{400, 410, 413, 404}
@@ -120,7 +120,7 @@ func newChannelRig(t *testing.T, route string) *channelRig {
 		}
 	case "email":
 		f := emailtest.NewServer(t, nil)
-		c, err := smtp.New(f.Configure(&smtp.Config{PoolSize: 4}))
+		c, err := smtp.New((&smtp.Config{PoolSize: 4}).UseFake(f))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		// What a server says about one message's recipients: too many of
@@ -151,7 +151,7 @@ func newChannelRig(t *testing.T, route string) *channelRig {
 		}
 	case "sms":
 		f := smstest.NewServer(t)
-		c, err := twilio.New(f.Configure(&twilio.Config{}))
+		c, err := twilio.New((&twilio.Config{}).UseFake(f))
 		require.NoError(t, err)
 		faults := []smstest.Fault{{Status: 400, Code: 21211}, {Status: 400, Code: 21610}, {Status: 400, Code: 21614}}
 		return &channelRig{
@@ -432,7 +432,7 @@ func TestTimesOutOfRangeAreRefused(t *testing.T) {
 func newAPNsClient(t *testing.T) *apns.Client {
 	t.Helper()
 	f := pushtest.NewAPNs(t, &pushtest.APNsOptions{Topics: []string{topic}})
-	c, err := apns.New(f.Configure(&apns.Config{Topic: topic}))
+	c, err := apns.New((&apns.Config{Topic: topic}).UseFake(f))
 	require.NoError(t, err)
 	t.Cleanup(c.CloseIdleConnections)
 	return c

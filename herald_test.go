@@ -69,13 +69,13 @@ func newRigGone(t *testing.T, onGone push.GoneFunc, mod func(*herald.Config)) *r
 		store:  retry.NewMemoryStore(),
 		events: tracking.NewMemoryStore(),
 	}
-	ac, err := apns.New(r.apns.Configure(&apns.Config{Topic: topic, OnGone: onGone}))
+	ac, err := apns.New((&apns.Config{Topic: topic, OnGone: onGone}).UseFake(r.apns))
 	require.NoError(t, err)
 	t.Cleanup(ac.CloseIdleConnections)
-	es, err := smtp.New(r.smtp.Configure(&smtp.Config{}))
+	es, err := smtp.New((&smtp.Config{}).UseFake(r.smtp))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = es.Close() })
-	ss, err := twilio.New(r.twilio.Configure(&twilio.Config{}))
+	ss, err := twilio.New((&twilio.Config{}).UseFake(r.twilio))
 	require.NoError(t, err)
 	r.outbox, err = tracking.NewOutbox(r.events, &tracking.OutboxConfig{})
 	require.NoError(t, err)
@@ -490,12 +490,12 @@ func TestRefusedCredentialsKeepTheMessages(t *testing.T) {
 func TestEveryPushProviderIsRouted(t *testing.T) {
 	t.Parallel()
 	fcmFake := pushtest.NewFCM(t, nil)
-	fc, err := fcm.New(context.Background(), fcmFake.Configure(&fcm.Config{}))
+	fc, err := fcm.New(context.Background(), (&fcm.Config{}).UseFake(fcmFake))
 	require.NoError(t, err)
 	wpFake := pushtest.NewWebPush(t)
 	pub, priv, err := webpush.GenerateVAPIDKeys()
 	require.NoError(t, err)
-	wc, err := webpush.New(wpFake.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))
+	wc, err := webpush.New((&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}).UseFake(wpFake))
 	require.NoError(t, err)
 	t.Cleanup(wc.CloseIdleConnections)
 	r := newRig(t, func(c *herald.Config) {

@@ -24,7 +24,7 @@ func TestDispatcherSendsInTheHostsTransaction(t *testing.T) {
 	_, err := p.Exec(ctx, "CREATE TABLE "+schema+".orders (id int PRIMARY KEY)")
 	require.NoError(t, err)
 	srv := emailtest.NewServer(t, nil)
-	sender, err := smtp.New(srv.Configure(&smtp.Config{}))
+	sender, err := smtp.New((&smtp.Config{}).UseFake(srv))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sender.Close() })
 	d, err := herald.New(&herald.Config{Store: db.Retry(), Email: sender, Queue: retry.Config{PollInterval: 10 * time.Millisecond}})

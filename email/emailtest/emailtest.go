@@ -4,7 +4,7 @@
 // scripted to answer 4xx or 5xx per recipient or for the next N messages.
 //
 //	srv := emailtest.NewServer(t, nil)
-//	sender, _ := smtp.New(srv.Configure(&smtp.Config{}))
+//	sender, _ := smtp.New((&smtp.Config{}).UseFake(srv))
 //	myapp.SendWelcome(ctx, sender, "ada@example.com")
 //	msg := srv.Messages()[0] // parsed: headers, text, HTML, attachments
 package emailtest
@@ -28,15 +28,24 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
-	esmtp "github.com/heraldhq/herald/email/smtp"
 	"github.com/heraldhq/herald/secret"
+)
+
+// TLSMode is how clients must connect to the server.
+type TLSMode int
+
+// TLS modes.
+const (
+	StartTLS    TLSMode = iota // upgrade a plain connection (the default)
+	ImplicitTLS                // TLS from the first byte
+	NoTLS                      // plain text
 )
 
 // Options configures NewServer. The zero value is a STARTTLS server with
 // AUTH (user "herald", password "test-password").
 type Options struct {
 	// TLS is how clients must connect: StartTLS (default), ImplicitTLS or NoTLS.
-	TLS esmtp.TLSMode
+	TLS TLSMode
 	// Username and Password are the credentials AUTH accepts. Empty
 	// Username: the defaults. NoAuth: no AUTH at all.
 	Username string
@@ -122,13 +131,13 @@ func NewServer(tb testing.TB, opts *Options) *Server {
 	s.srv.MaxMessageBytes = s.opts.MaxMessageBytes
 	s.srv.MaxRecipients = 100
 	s.srv.ReadTimeout, s.srv.WriteTimeout = 10*time.Second, 10*time.Second
-	s.srv.AllowInsecureAuth = s.opts.TLS == esmtp.NoTLS
+	s.srv.AllowInsecureAuth = s.opts.TLS == NoTLS
 	var err error
 	switch s.opts.TLS {
-	case esmtp.ImplicitTLS:
+	case ImplicitTLS:
 		s.ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
 	default:
-		if s.opts.TLS == esmtp.StartTLS {
+		if s.opts.TLS == StartTLS {
 			s.srv.TLSConfig = tlsCfg
 		}
 		s.ln, err = net.Listen("tcp", "127.0.0.1:0")
@@ -152,28 +161,31 @@ func NewServer(tb testing.TB, opts *Options) *Server {
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Configure points cfg at the server: host, port, TLS mode and trust, and
-// the server's credentials unless cfg has a username.
-func (s *Server) Configure(cfg *esmtp.Config) *esmtp.Config {
-	host, port, _ := net.SplitHostPort(s.Addr())
-	cfg.Host = host
-	cfg.Port = atoi(port)
-	cfg.TLS = s.opts.TLS
+// TLSConfig trusts the server's certificate.
+func (s *Server) TLSConfig() *tls.Config {
+	host, _, _ := net.SplitHostPort(s.Addr())
 	pool := x509.NewCertPool()
 	pool.AddCert(s.cert)
-	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: host}
-	if cfg.Username == "" && !s.opts.NoAuth {
-		cfg.Username, cfg.Password = s.opts.Username, secret.String(s.opts.Password)
-	}
-	return cfg
+	return &tls.Config{RootCAs: pool, ServerName: host}
 }
 
-func atoi(s string) int {
-	n := 0
-	for _, c := range s {
-		n = n*10 + int(c-'0')
+// Security is how clients must connect: "starttls", "tls" or "none".
+func (s *Server) Security() string {
+	switch s.opts.TLS {
+	case ImplicitTLS:
+		return "tls"
+	case NoTLS:
+		return "none"
 	}
-	return n
+	return "starttls"
+}
+
+// Credentials are what AUTH accepts; ok is false with NoAuth.
+func (s *Server) Credentials() (username string, password secret.Value, ok bool) {
+	if s.opts.NoAuth {
+		return "", secret.Value{}, false
+	}
+	return s.opts.Username, secret.String(s.opts.Password), true
 }
 
 // FailRecipient answers RCPT TO for addr with r until Heal.

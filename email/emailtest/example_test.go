@@ -27,7 +27,7 @@ func ExampleNewServer() {
 	t := &exampletb.TB{}
 	defer t.Done()
 	srv := emailtest.NewServer(t, nil)
-	sender, _ := smtp.New(srv.Configure(&smtp.Config{}))
+	sender, _ := smtp.New((&smtp.Config{}).UseFake(srv))
 	defer sender.Close()
 
 	_ = sendReceipt(context.Background(), sender, "ada@example.com", "42")

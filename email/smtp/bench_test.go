@@ -23,7 +23,7 @@ func BenchmarkSend(b *testing.B) {
 		for _, senders := range []int{1, 4} {
 			b.Run(fmt.Sprintf("%s/senders=%d", tc.name, senders), func(b *testing.B) {
 				srv := emailtest.NewServer(b, nil)
-				s, err := smtp.New(srv.Configure(&smtp.Config{PoolSize: senders, MaxPerConnection: tc.perConn}))
+				s, err := smtp.New((&smtp.Config{PoolSize: senders, MaxPerConnection: tc.perConn}).UseFake(srv))
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -17,6 +17,7 @@ import (
 	"net"
 	netmail "net/mail"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +79,38 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// Fake is what a fake SMTP server hands its clients: emailtest.Server is
+// one. The client package defines it, so the fake imports no client.
+type Fake interface {
+	Addr() string // host:port
+	TLSConfig() *tls.Config
+	// Security is "starttls", "tls" (implicit) or "none".
+	Security() string
+	// Credentials are what AUTH accepts; ok is false without AUTH.
+	Credentials() (username string, password secret.Value, ok bool)
+}
+
+// UseFake points cfg at f: host, port, TLS mode and trust, and f's
+// credentials unless cfg has a username. It returns cfg.
+func (cfg *Config) UseFake(f Fake) *Config {
+	host, port, _ := net.SplitHostPort(f.Addr())
+	cfg.Host = host
+	cfg.Port, _ = strconv.Atoi(port)
+	switch f.Security() {
+	case "tls":
+		cfg.TLS = ImplicitTLS
+	case "none":
+		cfg.TLS = NoTLS
+	default:
+		cfg.TLS = StartTLS
+	}
+	cfg.TLSConfig = f.TLSConfig()
+	if user, pass, ok := f.Credentials(); ok && cfg.Username == "" {
+		cfg.Username, cfg.Password = user, pass
+	}
+	return cfg
 }
 
 // Sender sends email over SMTP. It is safe for concurrent use. Its state

@@ -25,7 +25,7 @@ var ctx = context.Background()
 
 func newSender(t *testing.T, srv *emailtest.Server, mod func(*smtp.Config)) *smtp.Sender {
 	t.Helper()
-	cfg := srv.Configure(&smtp.Config{})
+	cfg := (&smtp.Config{}).UseFake(srv)
 	if mod != nil {
 		mod(cfg)
 	}
@@ -79,7 +79,7 @@ func TestSendOverSTARTTLSWithAuth(t *testing.T) {
 
 func TestImplicitTLSAndPlain(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []smtp.TLSMode{smtp.ImplicitTLS, smtp.NoTLS} {
+	for _, mode := range []emailtest.TLSMode{emailtest.ImplicitTLS, emailtest.NoTLS} {
 		srv := emailtest.NewServer(t, &emailtest.Options{TLS: mode})
 		s := newSender(t, srv, nil)
 		_, err := s.Send(ctx, msg("ada@example.com"))
@@ -182,7 +182,7 @@ func TestAuthAndTLSFailures(t *testing.T) {
 	require.NotContains(t, err.Error(), "wrong-password-canary")
 	require.Equal(t, 1, srv.AuthFailures())
 
-	plain := emailtest.NewServer(t, &emailtest.Options{TLS: smtp.NoTLS})
+	plain := emailtest.NewServer(t, &emailtest.Options{TLS: emailtest.NoTLS})
 	required := newSender(t, plain, func(cfg *smtp.Config) { cfg.TLS = smtp.StartTLS })
 	_, err = required.Send(ctx, msg("ada@example.com"))
 	require.ErrorIs(t, err, email.ErrAuth, "TLS is required and the server has no STARTTLS")
@@ -212,7 +212,7 @@ func TestAddressesAndSecretsStayOutOfErrorsAndLogs(t *testing.T) {
 	t.Parallel()
 	srv := emailtest.NewServer(t, &emailtest.Options{Password: "smtp-password-canary", Username: "herald"})
 	var logs bytes.Buffer
-	cfg := srv.Configure(&smtp.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	cfg := (&smtp.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}).UseFake(srv)
 	s, err := smtp.New(cfg)
 	require.NoError(t, err)
 	defer s.Close()
@@ -233,7 +233,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("A\r\nBcc: x@evil.com", "S\nX: y", "Received", "x", "a\u202egpj.exe", "multipart/mixed")
 	f.Add(strings.Repeat("n", 1000), strings.Repeat("s", 2000), "X-"+strings.Repeat("h", 80), strings.Repeat("v", 999), strings.Repeat("f", 300), "text/plain; charset=\x00")
 	srv := emailtest.NewServer(f, nil)
-	s, err := smtp.New(srv.Configure(&smtp.Config{}))
+	s, err := smtp.New((&smtp.Config{}).UseFake(srv))
 	require.NoError(f, err)
 	f.Cleanup(func() { _ = s.Close() })
 	f.Fuzz(func(t *testing.T, name, subject, hname, hvalue, filename, ctype string) {

@@ -70,19 +70,19 @@ func run(ctx context.Context) error {
 
 	// The providers: real clients, local fakes.
 	apnsFake := pushtest.NewAPNs(tb, &pushtest.APNsOptions{Topics: []string{topic}})
-	ac, err := apns.New(apnsFake.Configure(&apns.Config{Topic: topic}))
+	ac, err := apns.New((&apns.Config{Topic: topic}).UseFake(apnsFake))
 	if err != nil {
 		return err
 	}
 	defer ac.CloseIdleConnections()
 	smtpFake := emailtest.NewServer(tb, nil)
-	es, err := smtp.New(smtpFake.Configure(&smtp.Config{}))
+	es, err := smtp.New((&smtp.Config{}).UseFake(smtpFake))
 	if err != nil {
 		return err
 	}
 	defer es.Close()
 	twilioFake := smstest.NewServer(tb)
-	ss, err := twilio.New(twilioFake.Configure(&twilio.Config{}))
+	ss, err := twilio.New((&twilio.Config{}).UseFake(twilioFake))
 	if err != nil {
 		return err
 	}

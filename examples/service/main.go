@@ -155,17 +155,17 @@ func newServer(addr string, h http.Handler) *http.Server {
 // local fakes; in production, the same clients built from credentials.
 func providers(tb *exampletb.TB) (map[push.Provider]push.Sender, email.Sender, sms.Sender, error) {
 	fakeAPNs := pushtest.NewAPNs(tb, &pushtest.APNsOptions{Topics: []string{"com.example.app"}})
-	ac, err := apns.New(fakeAPNs.Configure(&apns.Config{Topic: "com.example.app"}))
+	ac, err := apns.New((&apns.Config{Topic: "com.example.app"}).UseFake(fakeAPNs))
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	tb.Cleanup(ac.CloseIdleConnections)
-	es, err := smtp.New(emailtest.NewServer(tb, nil).Configure(&smtp.Config{}))
+	es, err := smtp.New((&smtp.Config{}).UseFake(emailtest.NewServer(tb, nil)))
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	tb.Cleanup(func() { _ = es.Close() })
-	ss, err := twilio.New(smstest.NewServer(tb).Configure(&twilio.Config{}))
+	ss, err := twilio.New((&twilio.Config{}).UseFake(smstest.NewServer(tb)))
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -98,6 +98,25 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Fake is what a fake APNs hands its clients: pushtest.APNsServer is one.
+// The client package defines it, so the fake imports no client.
+type Fake interface {
+	URL() string
+	TLSConfig() *tls.Config
+	AuthKey() (p8 secret.Value, keyID, teamID string)
+}
+
+// UseFake points cfg at f: its URL and trust roots, and its signing key
+// unless cfg has credentials of its own. It returns cfg.
+func (cfg *Config) UseFake(f Fake) *Config {
+	cfg.Host = f.URL()
+	cfg.TLSConfig = f.TLSConfig()
+	if cfg.AuthKey.IsZero() && cfg.Certificate.IsZero() {
+		cfg.AuthKey, cfg.KeyID, cfg.TeamID = f.AuthKey()
+	}
+	return cfg
+}
+
 // Client sends to APNs. It is safe for concurrent use. Its state (the
 // signing key, the current JWT, the connections) is sealed: no rendering
 // of a *Client, by fmt, slog, encoding/json or a reflective dumper, prints

@@ -35,7 +35,7 @@ func newClient(t *testing.T, srv *pushtest.APNsServer, mod func(*apns.Config)) *
 	if mod != nil {
 		mod(cfg)
 	}
-	c, err := apns.New(srv.Configure(cfg))
+	c, err := apns.New(cfg.UseFake(srv))
 	require.NoError(t, err)
 	t.Cleanup(c.CloseIdleConnections)
 	return c
@@ -321,7 +321,7 @@ func TestSecretsAndTokensStayOutOfErrorsAndLogs(t *testing.T) {
 	var logs bytes.Buffer
 	p8, _, _ := srv.AuthKey()
 	cfg := &apns.Config{Topic: topic, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	c, err := apns.New(srv.Configure(cfg))
+	c, err := apns.New(cfg.UseFake(srv))
 	require.NoError(t, err)
 	defer c.CloseIdleConnections()
 	tok := pushtest.DeviceToken("secret-device")
@@ -420,7 +420,7 @@ func TestHeaderBoundValuesAreRefusedBeforeTheNetwork(t *testing.T) {
 		require.False(t, push.IsRetryable(err), name)
 	}
 	require.Empty(t, srv.Requests())
-	_, err := apns.New(srv.Configure(&apns.Config{Topic: "com.example.app\n"}))
+	_, err := apns.New((&apns.Config{Topic: "com.example.app\n"}).UseFake(srv))
 	require.ErrorContains(t, err, "Config.Topic")
 }
 
@@ -432,7 +432,7 @@ func TestTransportAndUntrustedCertificates(t *testing.T) {
 	srv := pushtest.NewAPNs(t, &pushtest.APNsOptions{Topics: []string{topic}})
 	untrusted := newClient(t, srv, func(cfg *apns.Config) {})
 	// Configure set the fake's roots; drop them.
-	cfg := srv.Configure(&apns.Config{Topic: topic})
+	cfg := (&apns.Config{Topic: topic}).UseFake(srv)
 	cfg.TLSConfig = nil
 	c, err := apns.New(cfg)
 	require.NoError(t, err)
@@ -473,7 +473,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("", "", "x", "com.example.app\n", "voip", "")
 	f.Add(strings.Repeat("é", 3000), "b", "", "", "background", "k3")
 	srv := pushtest.NewAPNs(f, &pushtest.APNsOptions{Topics: []string{topic, topic + ".voip", topic + ".complication", topic + ".push-type.liveactivity", topic + ".voip-ptt"}})
-	cfg := srv.Configure(&apns.Config{Topic: topic})
+	cfg := (&apns.Config{Topic: topic}).UseFake(srv)
 	c, err := apns.New(cfg)
 	require.NoError(f, err)
 	f.Cleanup(c.CloseIdleConnections)

@@ -88,7 +88,7 @@ func BenchmarkSend(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("herald/inflight=%d", inflight), func(b *testing.B) {
 			srv := pushtest.NewAPNs(b, nil)
-			c, err := apns.New(srv.Configure(&apns.Config{Topic: "com.example.app"}))
+			c, err := apns.New((&apns.Config{Topic: "com.example.app"}).UseFake(srv))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -109,7 +109,7 @@ func BenchmarkSend(b *testing.B) {
 // CPU the apns2 client spends per notification.
 func BenchmarkBuild(b *testing.B) {
 	srv := pushtest.NewAPNs(b, nil)
-	c, err := apns.New(srv.Configure(&apns.Config{Topic: "com.example.app"}))
+	c, err := apns.New((&apns.Config{Topic: "com.example.app"}).UseFake(srv))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -85,6 +85,25 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Fake is what a fake FCM hands its clients: pushtest.FCMServer is one.
+// The client package defines it, so the fake imports no client.
+type Fake interface {
+	URL() string
+	ProjectID() string
+	TokenSource() oauth2.TokenSource
+}
+
+// UseFake points cfg at f: its endpoint and project, and its token
+// source unless cfg has credentials of its own. It returns cfg.
+func (cfg *Config) UseFake(f Fake) *Config {
+	cfg.Endpoint = f.URL() + "/v1"
+	cfg.ProjectID = f.ProjectID()
+	if cfg.CredentialsFile == "" && cfg.CredentialsJSON.IsZero() && cfg.TokenSource == nil {
+		cfg.TokenSource = f.TokenSource()
+	}
+	return cfg
+}
+
 // Client sends to FCM. It is safe for concurrent use. Its state (the
 // token source and its cached access token) is sealed: no rendering of a
 // *Client prints a credential.

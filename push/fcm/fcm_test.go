@@ -39,7 +39,7 @@ func newClient(t *testing.T, srv *pushtest.FCMServer, mod func(*fcm.Config)) *fc
 	if mod != nil {
 		mod(cfg)
 	}
-	c, err := fcm.New(ctx, srv.Configure(cfg))
+	c, err := fcm.New(ctx, cfg.UseFake(srv))
 	require.NoError(t, err)
 	return c
 }
@@ -266,7 +266,7 @@ func TestSecretsAndTokensStayOutOfErrorsAndLogs(t *testing.T) {
 	sa := srv.ServiceAccountJSON(t)
 	var logs bytes.Buffer
 	cfg := &fcm.Config{CredentialsJSON: sa, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	c, err := fcm.New(ctx, srv.Configure(cfg))
+	c, err := fcm.New(ctx, cfg.UseFake(srv))
 	require.NoError(t, err)
 	tok := pushtest.RegistrationToken("secret-device")
 	var out []string
@@ -316,7 +316,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("", strings.Repeat("x", 5000), "google.x", "1", "news", "")
 	f.Add("t", "b", "from", "x", "", "'a' in topics")
 	srv := pushtest.NewFCM(f, nil)
-	c, err := fcm.New(ctx, srv.Configure(&fcm.Config{}))
+	c, err := fcm.New(ctx, (&fcm.Config{}).UseFake(srv))
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, title, body, key, value, topic, condition string) {
 		m := &push.Message{Topic: topic, Condition: condition, Notification: push.Notification{Title: title, Body: body, Data: map[string]string{key: value}}}

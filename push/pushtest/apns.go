@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/push/apns"
 	"github.com/heraldhq/herald/secret"
 )
 
@@ -127,17 +126,6 @@ func (s *APNsServer) TLSConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.srv.Certificate())
 	return &tls.Config{RootCAs: pool}
-}
-
-// Configure points cfg at the fake: Host and TLSConfig, and the fake's
-// token credentials unless cfg already has a key or a certificate.
-func (s *APNsServer) Configure(cfg *apns.Config) *apns.Config {
-	cfg.Host = s.URL()
-	cfg.TLSConfig = s.TLSConfig()
-	if cfg.AuthKey.IsZero() && cfg.Certificate.IsZero() {
-		cfg.AuthKey, cfg.KeyID, cfg.TeamID = s.AuthKey()
-	}
-	return cfg
 }
 
 // Requests returns what the fake received so far.
@@ -278,9 +266,9 @@ func (s *APNsServer) judge(r *http.Request, req *APNsRequest) (int, string, time
 	if len(req.CollapseID) > 64 {
 		return 400, "BadCollapseId", time.Time{}, ""
 	}
-	limit := apns.MaxPayload
+	limit := 4096 // APNs' limit
 	if req.PushType == "voip" {
-		limit = apns.MaxVoIPPayload
+		limit = 5120 // for VoIP pushes
 	}
 	if len(req.Raw) == 0 {
 		return 400, "PayloadEmpty", time.Time{}, ""

@@ -28,7 +28,7 @@ func ExampleNewAPNs() {
 	t := &exampletb.TB{}
 	defer t.Done()
 	srv := pushtest.NewAPNs(t, nil)
-	client, _ := apns.New(srv.Configure(&apns.Config{Topic: "com.example.shop"}))
+	client, _ := apns.New((&apns.Config{Topic: "com.example.shop"}).UseFake(srv))
 	defer client.CloseIdleConnections()
 
 	token := pushtest.DeviceToken("ada's phone")
@@ -51,7 +51,7 @@ func ExampleNewWebPush() {
 	defer t.Done()
 	pub, priv, _ := webpush.GenerateVAPIDKeys()
 	srv := pushtest.NewWebPush(t)
-	client, _ := webpush.New(srv.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))
+	client, _ := webpush.New((&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}).UseFake(srv))
 	defer client.CloseIdleConnections()
 
 	subscription := srv.NewSubscription(t, pub) // what the browser would post to the host app

@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/heraldhq/herald/push/fcm"
 	"github.com/heraldhq/herald/secret"
 )
 
@@ -100,17 +99,6 @@ func (s *FCMServer) AccessToken() string { return s.access }
 // TokenSource yields the OAuth token the fake accepts.
 func (s *FCMServer) TokenSource() oauth2.TokenSource {
 	return oauth2.StaticTokenSource(&oauth2.Token{AccessToken: s.access, TokenType: "Bearer"})
-}
-
-// Configure points cfg at the fake: Endpoint and ProjectID, and the fake's
-// token source unless cfg already has credentials.
-func (s *FCMServer) Configure(cfg *fcm.Config) *fcm.Config {
-	cfg.Endpoint = s.srv.URL + "/v1"
-	cfg.ProjectID = s.projectID
-	if cfg.CredentialsFile == "" && cfg.CredentialsJSON.IsZero() && cfg.TokenSource == nil {
-		cfg.TokenSource = s.TokenSource()
-	}
-	return cfg
 }
 
 // ServiceAccountJSON makes a service-account key whose token_uri is the
@@ -287,7 +275,7 @@ func (s *FCMServer) judge(r *http.Request, req *FCMRequest, raw []byte) (status 
 			size += len(vs)
 		}
 	}
-	if size > fcm.MaxPayload {
+	if size > 4096 { // FCM's limit
 		return 400, "INVALID_ARGUMENT", "Message too big: 4096 bytes max.", ""
 	}
 	if req.Token != "" && strings.ContainsAny(req.Token, " /") {

@@ -26,8 +26,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/heraldhq/herald/push/webpush"
 )
 
 // WebPushRequest is one push message the fake received.
@@ -80,15 +78,11 @@ func NewWebPush(tb testing.TB) *WebPushServer {
 // URL is the fake's base URL.
 func (s *WebPushServer) URL() string { return s.srv.URL }
 
-// Configure lets cfg reach the fake: it trusts its certificate, adds its
-// host and port to AllowedHosts and allows loopback.
-func (s *WebPushServer) Configure(cfg *webpush.Config) *webpush.Config {
+// TLSConfig trusts the fake's certificate.
+func (s *WebPushServer) TLSConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.srv.Certificate())
-	cfg.TLSConfig = &tls.Config{RootCAs: pool}
-	cfg.AllowLoopback = true
-	cfg.AllowedHosts = append(cfg.AllowedHosts, strings.TrimPrefix(s.srv.URL, "https://"))
-	return cfg
+	return &tls.Config{RootCAs: pool}
 }
 
 // NewSubscription makes a subscription, as a browser would when subscribing

@@ -76,6 +76,24 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Fake is what a fake push service hands its clients:
+// pushtest.WebPushServer is one. The client package defines it, so the
+// fake imports no client.
+type Fake interface {
+	URL() string
+	TLSConfig() *tls.Config
+}
+
+// UseFake lets cfg reach f: it trusts f's certificate, adds f's host and
+// port to AllowedHosts and allows loopback (for a fake only). It returns
+// cfg.
+func (cfg *Config) UseFake(f Fake) *Config {
+	cfg.TLSConfig = f.TLSConfig()
+	cfg.AllowLoopback = true
+	cfg.AllowedHosts = append(cfg.AllowedHosts, strings.TrimPrefix(f.URL(), "https://"))
+	return cfg
+}
+
 // Client sends Web Push notifications. It is safe for concurrent use. Its
 // state (the VAPID private key) is sealed: no rendering of a *Client
 // prints it.

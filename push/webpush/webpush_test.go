@@ -45,7 +45,7 @@ func setup(t *testing.T, mod func(*webpush.Config)) *fixture {
 	if mod != nil {
 		mod(cfg)
 	}
-	c, err := webpush.New(srv.Configure(cfg))
+	c, err := webpush.New(cfg.UseFake(srv))
 	require.NoError(t, err)
 	t.Cleanup(c.CloseIdleConnections)
 	return &fixture{srv: srv, c: c, pub: pub, key: priv}
@@ -319,7 +319,7 @@ func TestUntrustedCertificateIsAConfigurationError(t *testing.T) {
 	f := setup(t, func(cfg *webpush.Config) {})
 	sub := f.srv.NewSubscription(t, f.pub)
 	pub, priv := f.pub, f.key
-	cfg := f.srv.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"})
+	cfg := (&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}).UseFake(f.srv)
 	cfg.TLSConfig = nil
 	c, err := webpush.New(cfg)
 	require.NoError(t, err)
@@ -338,7 +338,7 @@ func FuzzValidate(f *testing.F) {
 	pub, priv, err := webpush.GenerateVAPIDKeys()
 	require.NoError(f, err)
 	srv := pushtest.NewWebPush(f)
-	c, err := webpush.New(srv.Configure(&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}))
+	c, err := webpush.New((&webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subscriber: "ops@example.com"}).UseFake(srv))
 	require.NoError(f, err)
 	f.Cleanup(c.CloseIdleConnections)
 	sub := srv.NewSubscription(f, pub)

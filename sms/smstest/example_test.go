@@ -23,7 +23,7 @@ func ExampleNewServer() {
 	t := &exampletb.TB{}
 	defer t.Done()
 	srv := smstest.NewServer(t)
-	client, _ := twilio.New(srv.Configure(&twilio.Config{}))
+	client, _ := twilio.New((&twilio.Config{}).UseFake(srv))
 
 	_ = sendCode(context.Background(), client, "+14155552671", "123456")
 	fmt.Println(srv.Accepted()[0].Body)

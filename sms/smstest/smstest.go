@@ -24,7 +24,6 @@ import (
 
 	"github.com/heraldhq/herald/secret"
 	"github.com/heraldhq/herald/sms"
-	"github.com/heraldhq/herald/sms/twilio"
 )
 
 // Fault is a scripted Twilio error answer.
@@ -81,18 +80,6 @@ func (s *Server) URL() string { return s.srv.URL }
 // AccountSID and AuthToken are the credentials the fake accepts.
 func (s *Server) AccountSID() string      { return s.sid }
 func (s *Server) AuthToken() secret.Value { return secret.String(s.token) }
-
-// Configure points cfg at the fake with its credentials.
-func (s *Server) Configure(cfg *twilio.Config) *twilio.Config {
-	cfg.BaseURL = s.srv.URL
-	if cfg.AccountSID == "" {
-		cfg.AccountSID = s.sid
-	}
-	if cfg.AuthToken.IsZero() {
-		cfg.AuthToken = secret.String(s.token)
-	}
-	return cfg
-}
 
 // FailTo answers every message to number with f until Heal.
 func (s *Server) FailTo(number string, f Fault) {

@@ -55,6 +55,27 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Fake is what a fake Twilio hands its clients: smstest.Server is one.
+// The client package defines it, so the fake imports no client.
+type Fake interface {
+	URL() string
+	AccountSID() string
+	AuthToken() secret.Value
+}
+
+// UseFake points cfg at f, with f's credentials unless cfg has its own.
+// It returns cfg.
+func (cfg *Config) UseFake(f Fake) *Config {
+	cfg.BaseURL = f.URL()
+	if cfg.AccountSID == "" {
+		cfg.AccountSID = f.AccountSID()
+	}
+	if cfg.AuthToken.IsZero() {
+		cfg.AuthToken = f.AuthToken()
+	}
+	return cfg
+}
+
 // Client sends SMS through Twilio. It is safe for concurrent use. Its
 // state (the auth token) is sealed: no rendering of a *Client prints it.
 type Client struct {

@@ -30,7 +30,7 @@ const to = "+14155552671"
 
 func newClient(t *testing.T, srv *smstest.Server, mod func(*twilio.Config)) *twilio.Client {
 	t.Helper()
-	cfg := srv.Configure(&twilio.Config{})
+	cfg := (&twilio.Config{}).UseFake(srv)
 	if mod != nil {
 		mod(cfg)
 	}
@@ -199,7 +199,7 @@ func TestSecretsAndNumbersStayOutOfErrorsAndLogs(t *testing.T) {
 	t.Parallel()
 	srv := smstest.NewServer(t)
 	var logs bytes.Buffer
-	cfg := srv.Configure(&twilio.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	cfg := (&twilio.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}).UseFake(srv)
 	c, err := twilio.New(cfg)
 	require.NoError(t, err)
 	var out []string
@@ -227,7 +227,7 @@ func TestTransportAndUntrustedCertificates(t *testing.T) {
 	}))
 	t.Cleanup(tlsSrv.Close)
 	fake := smstest.NewServer(t)
-	base := fake.Configure(&twilio.Config{})
+	base := (&twilio.Config{}).UseFake(fake)
 	c, err := twilio.New(&twilio.Config{AccountSID: base.AccountSID, AuthToken: base.AuthToken, BaseURL: tlsSrv.URL})
 	require.NoError(t, err)
 	_, err = c.Send(ctx, &sms.Message{To: to, From: "+15005550006", Body: "hi"})
@@ -269,7 +269,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("+19005550123", "Shop", "\u200b\u200b", "https://hooks.example.com/s")
 	f.Add("+8816123456789", "Shop", strings.Repeat("é", 700), "http://127.0.0.1/x")
 	srv := smstest.NewServer(f)
-	c, err := twilio.New(srv.Configure(&twilio.Config{}))
+	c, err := twilio.New((&twilio.Config{}).UseFake(srv))
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, to, from, body, callback string) {
 		m := &sms.Message{To: to, From: from, Body: body, StatusCallback: callback}
