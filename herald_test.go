@@ -575,7 +575,7 @@ func TestTheQueueRebuildsCapsAndEvents(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, usage[0].Count, "two were sent; the capped one is not counted")
 
-	n, err := r.outbox.Regenerate(ctx, jobs, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), r.d.Describe)
+	n, err := r.outbox.Regenerate(ctx, r.d.Outcomes(jobs), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "a sent event for each message that went out, none for the capped one")
 	got := r.types(t)

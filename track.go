@@ -101,20 +101,36 @@ func decodeJob(j *retry.Job) (*Message, bool) {
 	return &m, true
 }
 
-// Describe gives tracking.Outbox.Regenerate the event fields of one of the
+// Outcomes gives tracking.Outbox.Regenerate the outcomes of the
 // dispatcher's finished jobs, so the delivery events of a window the
 // journal could not record can be rebuilt from the queue's retained jobs.
 // Messages dropped by a cap (retry.Skipped) are left out: they were never
 // sent.
-func (d *Dispatcher) Describe(j *retry.Job) (tracking.Event, bool) {
-	m, ok := decodeJob(j)
-	if !ok {
-		return tracking.Event{}, false
+func (d *Dispatcher) Outcomes(jobs []*retry.Job) []tracking.Outcome {
+	var out []tracking.Outcome
+	for _, j := range jobs {
+		m, ok := decodeJob(j)
+		if !ok {
+			continue
+		}
+		if _, skipped := retry.Skipped(j); skipped {
+			continue
+		}
+		var end tracking.Type
+		switch j.State {
+		case retry.StateCompleted:
+			end = tracking.Sent
+		case retry.StateDead:
+			end = tracking.Dead
+		case retry.StateExpired:
+			end = tracking.Expired
+		default:
+			continue
+		}
+		out = append(out, tracking.Outcome{Event: d.event(m, "", j.FinishedAt, j.Attempt, nil), End: end,
+			Attempts: j.Attempt, At: j.FinishedAt, Ref: strconv.FormatInt(j.ID, 10)})
 	}
-	if _, skipped := retry.Skipped(j); skipped {
-		return tracking.Event{}, false
-	}
-	return d.event(m, "", j.FinishedAt, j.Attempt, nil), true
+	return out
 }
 
 // Sends lists the messages among jobs that were sent (completed, not

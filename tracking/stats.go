@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/heraldhq/herald/retry"
 )
 
 // Rate is a ratio with its inputs and whether they are complete.
@@ -68,37 +66,47 @@ func (o *Outbox) Stats(ctx context.Context, q Query) (Stats, error) {
 	}, nil
 }
 
-// Describe turns a retry job into the event fields Regenerate cannot know
-// (message ID, user, channel, campaign... usually from the job's payload);
-// false skips the job.
-type Describe func(j *retry.Job) (Event, bool)
+// Outcome is how one message's delivery ended, as the queue that ran it
+// keeps it: the input of Regenerate. The queue's owner makes them (the
+// Dispatcher's Outcomes does, from its retained jobs), so tracking knows
+// nothing of any queue.
+type Outcome struct {
+	// Event holds the fields Regenerate cannot know: message ID, user,
+	// channel, campaign, ...
+	Event Event
+	// End is how it ended: Sent, Dead or Expired.
+	End Type
+	// Attempts is how many attempts it took; a sent message that took more
+	// than one also gets a Failed event.
+	Attempts int
+	// At is when it ended.
+	At time.Time
+	// Ref names the outcome stably (a job ID), so the events regenerated
+	// from it have the same IDs every time.
+	Ref string
+}
 
-// Regenerate rebuilds sent, failed, expired and dead events for jobs that
-// finished in [from, to) from the retry queue's retained outcomes, and
-// appends those the journal does not already have (by message and type).
-// It returns how many it added. Use it after a window where the journal
-// could not record: the delivery side is recovered; engagement is not.
-func (o *Outbox) Regenerate(ctx context.Context, jobs []*retry.Job, from, to time.Time, describe Describe) (int, error) {
+// Regenerate rebuilds sent, failed, expired and dead events for outcomes
+// that ended in [from, to), and appends those the journal does not already
+// have (by message and type). It returns how many it added. Use it after
+// a window where the journal could not record: the delivery side is
+// recovered; engagement is not.
+func (o *Outbox) Regenerate(ctx context.Context, outcomes []Outcome, from, to time.Time) (int, error) {
 	var events []Event
-	for _, j := range jobs {
-		if j.FinishedAt.Before(from) || !j.FinishedAt.Before(to) {
+	for _, oc := range outcomes {
+		if oc.At.Before(from) || !oc.At.Before(to) {
 			continue
 		}
-		base, ok := describe(j)
-		if !ok {
-			continue
-		}
+		base := oc.Event
 		var types []Type
-		switch j.State {
-		case retry.StateCompleted:
+		switch oc.End {
+		case Sent:
 			types = []Type{Sent}
-			if j.Attempt > 1 {
+			if oc.Attempts > 1 {
 				types = append(types, Failed)
 			}
-		case retry.StateDead:
-			types = []Type{Dead}
-		case retry.StateExpired:
-			types = []Type{Expired}
+		case Dead, Expired:
+			types = []Type{oc.End}
 		default:
 			continue
 		}
@@ -111,8 +119,8 @@ func (o *Outbox) Regenerate(ctx context.Context, jobs []*retry.Job, from, to tim
 				continue
 			}
 			e := base
-			e.Type, e.At, e.Attempt = t, j.FinishedAt, j.Attempt
-			e.ID = fmt.Sprintf("regen:%d:%s", j.ID, t)
+			e.Type, e.At, e.Attempt = t, oc.At, oc.Attempts
+			e.ID = fmt.Sprintf("regen:%s:%s", oc.Ref, t)
 			if t == Failed {
 				e.ErrorClass = "retried"
 			}

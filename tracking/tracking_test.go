@@ -25,7 +25,6 @@ import (
 	"go.uber.org/goleak"
 	_ "modernc.org/sqlite"
 
-	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/secret"
 	"github.com/heraldhq/herald/tracking"
 	"github.com/heraldhq/herald/tracking/storetest"
@@ -303,26 +302,26 @@ func TestStatsRates(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestRegenerateFromRetryOutcomes(t *testing.T) {
+func TestRegenerateFromOutcomes(t *testing.T) {
 	t.Parallel()
 	o := newOutbox(t, tracking.NewMemoryStore(), nil)
 	_, err := o.TrackDurable(ctx, tracking.Event{ID: "live-1", MessageID: "msg-1", Type: tracking.Sent, At: t0, Campaign: "spring"})
 	require.NoError(t, err)
-	jobs := []*retry.Job{
-		{ID: 1, State: retry.StateCompleted, Attempt: 1, FinishedAt: t0.Add(time.Minute), Payload: []byte("msg-1")},
-		{ID: 2, State: retry.StateCompleted, Attempt: 3, FinishedAt: t0.Add(2 * time.Minute), Payload: []byte("msg-2")},
-		{ID: 3, State: retry.StateDead, Attempt: 5, FinishedAt: t0.Add(3 * time.Minute), Payload: []byte("msg-3")},
-		{ID: 4, State: retry.StateExpired, Attempt: 1, FinishedAt: t0.Add(4 * time.Minute), Payload: []byte("msg-4")},
-		{ID: 5, State: retry.StateCompleted, Attempt: 1, FinishedAt: t0.Add(2 * time.Hour), Payload: []byte("msg-5")}, // outside
-		{ID: 6, State: retry.StateRunning, Attempt: 1, Payload: []byte("msg-6")},
+	oc := func(ref string, end tracking.Type, attempts int, at time.Time) tracking.Outcome {
+		return tracking.Outcome{Event: tracking.Event{MessageID: "msg-" + ref, Campaign: "spring", Channel: "push"}, End: end, Attempts: attempts, At: at, Ref: ref}
 	}
-	describe := func(j *retry.Job) (tracking.Event, bool) {
-		return tracking.Event{MessageID: string(j.Payload), Campaign: "spring", Channel: "push"}, true
+	outcomes := []tracking.Outcome{
+		oc("1", tracking.Sent, 1, t0.Add(time.Minute)),
+		oc("2", tracking.Sent, 3, t0.Add(2*time.Minute)),
+		oc("3", tracking.Dead, 5, t0.Add(3*time.Minute)),
+		oc("4", tracking.Expired, 1, t0.Add(4*time.Minute)),
+		oc("5", tracking.Sent, 1, t0.Add(2*time.Hour)), // outside
+		oc("6", tracking.Queued, 1, t0),                // not an end
 	}
-	n, err := o.Regenerate(ctx, jobs, t0, t0.Add(time.Hour), describe)
+	n, err := o.Regenerate(ctx, outcomes, t0, t0.Add(time.Hour))
 	require.NoError(t, err)
 	require.Equal(t, 4, n, "msg-2 sent+failed, msg-3 dead, msg-4 expired; msg-1's sent was already there")
-	n, err = o.Regenerate(ctx, jobs, t0, t0.Add(time.Hour), describe)
+	n, err = o.Regenerate(ctx, outcomes, t0, t0.Add(time.Hour))
 	require.NoError(t, err)
 	require.Zero(t, n, "regenerating twice adds nothing")
 	st, err := o.Stats(ctx, tracking.Query{Campaign: "spring", From: t0, To: t0.Add(time.Hour)})
