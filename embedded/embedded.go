@@ -310,6 +310,10 @@ CREATE TABLE tracking_gaps (
 	`
 ALTER TABLE retry_keys ADD COLUMN digest TEXT NOT NULL DEFAULT '';
 `,
+	// 5: a job completed by retry.Skip says so in a column of its own.
+	`
+ALTER TABLE retry_jobs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

@@ -27,7 +27,7 @@ type retryStore struct {
 var _ retry.Store = (*retryStore)(nil)
 
 const jobCols = `id, kind, lane, state, priority, run_at, expires_at, max_attempts, attempt,
-	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload`
+	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload, skipped`
 
 func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 	s := &retryStore{db: db, paused: map[string]bool{}}
@@ -57,7 +57,7 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 			lease_until = ?, updated_at = ? WHERE id = ?`},
 		{&s.finish, `UPDATE retry_jobs SET state = ?, updated_at = ?,
 			last_error = CASE WHEN ? <> '' THEN ? ELSE last_error END,
-			attempt = max(attempt - ?, 0), run_at = coalesce(?, run_at), finished_at = ?, lease_until = 0
+			attempt = max(attempt - ?, 0), run_at = coalesce(?, run_at), finished_at = ?, lease_until = 0, skipped = ?
 			WHERE id = ? AND state = 3 AND lease_token = ?`},
 		{&s.extend, `UPDATE retry_jobs SET lease_until = ? WHERE id = ? AND state = 3 AND lease_token = ?`},
 	} {
@@ -127,11 +127,12 @@ type scanner interface{ Scan(...any) error }
 func scanJob(r scanner) (*retry.Job, error) {
 	var j retry.Job
 	var runAt, expiresAt, leaseUntil, created, updated, finished int64
-	var state int
+	var state, skipped int
 	if err := r.Scan(&j.ID, &j.Kind, &j.Lane, &state, &j.Priority, &runAt, &expiresAt, &j.MaxAttempts, &j.Attempt,
-		&j.LeaseToken, &leaseUntil, &j.IdempotencyKey, &j.LastError, &created, &updated, &finished, &j.Payload); err != nil {
+		&j.LeaseToken, &leaseUntil, &j.IdempotencyKey, &j.LastError, &created, &updated, &finished, &j.Payload, &skipped); err != nil {
 		return nil, err
 	}
+	j.Skipped = skipped != 0
 	j.State = retry.State(state)
 	j.RunAt, j.ExpiresAt, j.LeaseUntil = fromNanos(runAt), fromNanos(expiresAt), fromNanos(leaseUntil)
 	j.CreatedAt, j.UpdatedAt, j.FinishedAt = fromNanos(created), fromNanos(updated), fromNanos(finished)
@@ -293,7 +294,11 @@ func (s *retryStore) Finish(ctx context.Context, outcomes []retry.Outcome) ([]er
 			if o.Uncount {
 				uncount = 1
 			}
-			r, err := s.finish.ExecContext(ctx, int(o.State), nanos(o.At), o.Error, o.Error, uncount, runAt, finished, o.ID, o.Token)
+			skipped := 0
+			if o.Skip && o.State == retry.StateCompleted {
+				skipped = 1
+			}
+			r, err := s.finish.ExecContext(ctx, int(o.State), nanos(o.At), o.Error, o.Error, uncount, runAt, finished, skipped, o.ID, o.Token)
 			if err != nil {
 				return err
 			}

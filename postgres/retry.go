@@ -28,7 +28,7 @@ type retryStore struct {
 var _ retry.Store = (*retryStore)(nil)
 
 const cols = `id, kind, lane, state, priority, run_at, expires_at, max_attempts, attempt,
-	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload`
+	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload, skipped`
 
 func (s *retryStore) check(ctx context.Context) error {
 	if s.closed.Load() {
@@ -50,7 +50,7 @@ func scanJob(r pgx.Row) (*retry.Job, error) {
 	var state int16
 	var expires, leaseUntil, finished *time.Time
 	if err := r.Scan(&j.ID, &j.Kind, &j.Lane, &state, &j.Priority, &j.RunAt, &expires, &j.MaxAttempts, &j.Attempt,
-		&j.LeaseToken, &leaseUntil, &j.IdempotencyKey, &j.LastError, &j.CreatedAt, &j.UpdatedAt, &finished, &j.Payload); err != nil {
+		&j.LeaseToken, &leaseUntil, &j.IdempotencyKey, &j.LastError, &j.CreatedAt, &j.UpdatedAt, &finished, &j.Payload, &j.Skipped); err != nil {
 		return nil, err
 	}
 	j.State = retry.State(state)
@@ -344,9 +344,10 @@ func (s *retryStore) Finish(ctx context.Context, outcomes []retry.Outcome) ([]er
 		}
 		b.Queue(`UPDATE `+s.t+` SET state = $1, updated_at = $2,
 			last_error = CASE WHEN $3 <> '' THEN $3 ELSE last_error END,
-			attempt = greatest(attempt - $4, 0), run_at = coalesce($5, run_at), finished_at = $6, lease_until = NULL
+			attempt = greatest(attempt - $4, 0), run_at = coalesce($5, run_at), finished_at = $6, lease_until = NULL,
+			skipped = $9
 			WHERE id = $7 AND state = 3 AND lease_token = $8`,
-			int16(o.State), o.At, o.Error, uncount, runAt, finished, o.ID, o.Token)
+			int16(o.State), o.At, o.Error, uncount, runAt, finished, o.ID, o.Token, o.Skip && o.State == retry.StateCompleted)
 	})
 }
 

@@ -222,7 +222,7 @@ func (s *Store) enqueueNow(ctx context.Context, ops []*enqOp) error {
 }
 
 var fields = []string{"kind", "lane", "state", "priority", "run_at", "expires_at", "max_attempts", "attempt",
-	"lease_token", "lease_until", "idem_key", "last_error", "created_at", "updated_at", "finished_at", "payload"}
+	"lease_token", "lease_until", "idem_key", "last_error", "created_at", "updated_at", "finished_at", "payload", "skipped"}
 
 func parseJob(id int64, vals []any) (*retry.Job, error) {
 	if len(vals) != len(fields) || vals[0] == nil {
@@ -240,6 +240,7 @@ func parseJob(id int64, vals []any) (*retry.Job, error) {
 		RunAt: fromUS(str(4)), ExpiresAt: fromUS(str(5)), MaxAttempts: int(num(6)), Attempt: int(num(7)),
 		LeaseToken: num(8), LeaseUntil: fromUS(str(9)), IdempotencyKey: str(10), LastError: str(11),
 		CreatedAt: fromUS(str(12)), UpdatedAt: fromUS(str(13)), FinishedAt: fromUS(str(14)), Payload: []byte(str(15)),
+		Skipped: str(16) == "1",
 	}, nil
 }
 
@@ -344,7 +345,11 @@ func (s *Store) Finish(ctx context.Context, outcomes []retry.Outcome) ([]error, 
 		if o.Uncount {
 			uncount = 1
 		}
-		return []any{o.ID, o.Token, int(o.State), us(o.At), o.Error, uncount, runAt, fin}
+		skipped := 0
+		if o.Skip && o.State == retry.StateCompleted {
+			skipped = 1
+		}
+		return []any{o.ID, o.Token, int(o.State), us(o.At), o.Error, uncount, runAt, fin, skipped}
 	})
 }
 

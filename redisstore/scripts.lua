@@ -138,12 +138,13 @@ end
 return out
 
 --@@ finish
--- ARGV: n, then per outcome: id token state at error uncount run_at finished_at
+-- ARGV: n, then per outcome: id token state at error uncount run_at finished_at skipped
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 0, n - 1 do
-  local b = 2 + i * 8
+  local b = 2 + i * 9
   local id, token, state, at, err, uncount, runat, fin = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], tonumber(ARGV[b+5]), ARGV[b+6], ARGV[b+7]
+  local skipped = ARGV[b+8]
   local h = redis.call('HMGET', job(id), 'state', 'lease_token', 'attempt')
   if h[1] == '3' and h[2] == token then
     unindex(id)
@@ -151,6 +152,7 @@ for i = 0, n - 1 do
     if attempt < 0 then attempt = 0 end
     redis.call('HSET', job(id), 'state', state, 'updated_at', at, 'attempt', attempt, 'lease_until', 0, 'finished_at', fin)
     if err ~= '' then redis.call('HSET', job(id), 'last_error', err) end
+    if skipped == '1' then redis.call('HSET', job(id), 'skipped', 1) end
     if runat ~= '0' then redis.call('HSET', job(id), 'run_at', runat) end
     index(tonumber(id))
     out[#out + 1] = 1

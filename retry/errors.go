@@ -103,11 +103,13 @@ type skipError struct{ reason string }
 func (e *skipError) Error() string { return "skipped: " + e.reason }
 
 // Skipped reports whether a finished job was completed by Skip, and why.
+// It reads the job's Skipped field, which every store keeps; the reason
+// is the text Skip was given.
 func Skipped(j *Job) (reason string, ok bool) {
-	if j.State != StateCompleted {
+	if j.State != StateCompleted || !j.Skipped {
 		return "", false
 	}
-	return strings.CutPrefix(j.LastError, "skipped: ")
+	return strings.TrimPrefix(j.LastError, "skipped: "), true
 }
 
 // Snooze returned by a handler reschedules the job after d without

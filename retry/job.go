@@ -63,6 +63,9 @@ type Job struct {
 	Attempt     int       // runs started so far (a snooze or a release does not count)
 	State       State
 	LastError   string // the last failure, with the stack for a panic
+	// Skipped marks a job completed by Skip: the handler decided it must
+	// not run (LastError says why). See Skipped.
+	Skipped bool
 
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -138,6 +141,9 @@ type Outcome struct {
 	Error string
 	// Uncount takes back the attempt the claim counted (snooze, release).
 	Uncount bool
+	// Skip marks a completion by Skip (State is StateCompleted): the job
+	// did not run. Stores keep it as Job.Skipped.
+	Skip bool
 	// At is the time of the decision.
 	At time.Time
 }

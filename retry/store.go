@@ -187,6 +187,7 @@ func SortClaimed(jobs []*Job) {
 func (o *Outcome) Apply(j *Job) {
 	j.State = o.State
 	j.UpdatedAt = o.At
+	j.Skipped = o.Skip && o.State == StateCompleted
 	if o.Error != "" {
 		j.LastError = o.Error
 	}

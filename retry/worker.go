@@ -571,7 +571,7 @@ func (q *Queue) decide(j *Job, err error, now time.Time) (Outcome, Event) {
 		o.State, ev.Type = StateCompleted, EventSucceeded
 		return o, ev
 	case errors.As(err, &skip):
-		o.State, o.Error, ev.Type, ev.Err = StateCompleted, skip.Error(), EventSkipped, nil
+		o.State, o.Error, o.Skip, ev.Type, ev.Err = StateCompleted, skip.Error(), true, EventSkipped, nil
 		return o, ev
 	case errors.As(err, &snooze):
 		o.State, o.RunAt, o.Uncount, ev.Type, ev.Err = StateScheduled, now.Add(snooze.d), true, EventSnoozed, nil

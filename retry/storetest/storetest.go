@@ -575,17 +575,27 @@ func testRetryScheduling(t *testing.T, s retry.Store) {
 }
 
 // A completed job keeps the outcome's Error (retry.Skip's reason).
+// testCompletedNote: a completion by Skip keeps its note and its Skipped
+// marker (a field, not the note's text); a plain completion, even with a
+// note that reads alike, is not skipped.
 func testCompletedNote(t *testing.T, s retry.Store) {
-	id := enqueue(t, s, job("x"))[0]
-	j := claim(t, s, "default", 1, base)[0]
-	if errs := finish(t, s, retry.Outcome{Lease: lease(j), State: retry.StateCompleted, Error: "skipped: capped", At: base}); errs[0] != nil {
-		t.Fatal(errs[0])
+	ids := enqueue(t, s, job("x"), job("y"))
+	js := claim(t, s, "default", 2, base)
+	if errs := finish(t, s, retry.Outcome{Lease: lease(js[0]), State: retry.StateCompleted, Error: "skipped: capped", Skip: true, At: base},
+		retry.Outcome{Lease: lease(js[1]), State: retry.StateCompleted, Error: "skipped: a note, not a skip", At: base}); errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
 	}
-	g := get(t, s, id)
+	g := get(t, s, ids[0])
 	if g.State != retry.StateCompleted || g.LastError != "skipped: capped" {
 		t.Fatalf("completed with a note: state %s, last error %q", g.State, g.LastError)
 	}
+	if reason, ok := retry.Skipped(g); !ok || reason != "capped" {
+		t.Fatalf("Skipped = %q, %v; want capped, true (the store must keep Job.Skipped)", reason, ok)
+	}
 	sameTime(t, "FinishedAt", g.FinishedAt, base)
+	if _, ok := retry.Skipped(get(t, s, ids[1])); ok {
+		t.Fatal("a plain completion whose note starts with \"skipped: \" counts as skipped")
+	}
 }
 
 func testSnoozeRelease(t *testing.T, s retry.Store) {
