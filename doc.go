@@ -52,12 +52,13 @@
 // # Push
 //
 // Package push models a notification once for every platform, with one
-// error shape: sentinels (ErrUnregistered, ErrRateLimited, ...) and a
+// error shape: sentinels (ErrUnregistered, ErrRateLimited, ...) over the
+// classes of package delivery, which every channel shares, and a
 // *push.Error carrying status, reason and RetryAfter, which the retry queue
-// honours. push/apns (sideshow/apns2), push/fcm (firebase-admin-go) and
-// push/webpush (webpush-go, with an SSRF guard on subscription endpoints)
-// are the clients; push/pushtest has fake APNs, FCM and Web Push servers
-// that the real clients talk to.
+// honours. push/apns (sideshow/apns2), push/fcm (FCM HTTP v1 over net/http,
+// one request per attempt) and push/webpush (webpush-go, with an SSRF guard
+// on subscription endpoints) are the clients; push/pushtest has fake APNs,
+// FCM and Web Push servers that the real clients talk to (Config.UseFake).
 //
 // # Email and SMS
 //
@@ -90,4 +91,10 @@
 // fsync. For many hosts, package postgres has the same three stores on
 // PostgreSQL and package redisstore the queue and capping on Redis; every
 // store passes the same conformance suites.
+//
+// # Testing a host
+//
+// Package heraldtest runs a Dispatcher with recording senders for every
+// channel, a manual clock and capping and tracking wired, so a host's unit
+// test reads "order shipped: push and email sent, the cross-sell capped".
 package herald

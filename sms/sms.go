@@ -319,7 +319,7 @@ func (o *Options) checkCallback(raw string) error {
 	}
 	if o.AllowInsecureCallbacks {
 		if u.Scheme != "https" && u.Scheme != "http" {
-			return errors.New("StatusCallback must be an http(s) URL")
+			return errors.New("StatusCallback must be an http(s) URL (insecure callbacks are allowed)")
 		}
 		return nil
 	}
