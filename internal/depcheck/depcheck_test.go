@@ -1,5 +1,3 @@
-// Package depcheck holds tests of what herald's packages compile: a host
-// that uses one channel must not compile another's SDK.
 package depcheck
 
 import (
