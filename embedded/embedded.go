@@ -314,6 +314,25 @@ ALTER TABLE retry_keys ADD COLUMN digest TEXT NOT NULL DEFAULT '';
 	`
 ALTER TABLE retry_jobs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
 `,
+	// 6: eligibility at the send path: the suppression list (recipients as
+	// keyed digests) and users' preferences.
+	`
+CREATE TABLE eligibility_suppressions (
+	key     TEXT    PRIMARY KEY,
+	channel TEXT    NOT NULL,
+	masked  TEXT    NOT NULL,
+	reason  TEXT    NOT NULL,
+	source  TEXT    NOT NULL,
+	at      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE eligibility_preferences (
+	user      TEXT    NOT NULL,
+	topic     TEXT    NOT NULL,
+	opted_out INTEGER NOT NULL,
+	at        INTEGER NOT NULL,
+	PRIMARY KEY (user, topic)
+) WITHOUT ROWID;
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/eligibility"
+	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/retry"
@@ -169,6 +171,23 @@ func TestTrackingConformance(t *testing.T) {
 			path := paths.Get(s)
 			require.NoError(t, s.Close())
 			return openDB(t, path).Tracking()
+		},
+	})
+}
+
+func TestEligibilityConformance(t *testing.T) {
+	t.Parallel()
+	paths := storereg.New[eligibility.Store]()
+	eligibilitytest.Run(t, func(t *testing.T) eligibility.Store {
+		path := filepath.Join(t.TempDir(), "herald.db")
+		s := openDB(t, path).Eligibility()
+		paths.Put(s, path)
+		return s
+	}, &eligibilitytest.Options{
+		Reopen: func(t *testing.T, s eligibility.Store) eligibility.Store {
+			path := paths.Get(s)
+			require.NoError(t, s.Close())
+			return openDB(t, path).Eligibility()
 		},
 	})
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/eligibility"
+	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/postgres"
@@ -341,6 +343,26 @@ func TestTrackingConformance(t *testing.T) {
 			db, err := postgres.New(pool(t), &postgres.Config{Schema: schema})
 			require.NoError(t, err)
 			return db.Tracking()
+		},
+	})
+}
+
+func TestEligibilityConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	schemas := storereg.New[eligibility.Store]()
+	eligibilitytest.Run(t, func(t *testing.T) eligibility.Store {
+		db, schema := freshDB(t, p)
+		s := db.Eligibility()
+		schemas.Put(s, schema)
+		return s
+	}, &eligibilitytest.Options{
+		Reopen: func(t *testing.T, s eligibility.Store) eligibility.Store {
+			schema := schemas.Get(s)
+			require.NoError(t, s.Close())
+			db, err := postgres.New(pool(t), &postgres.Config{Schema: schema})
+			require.NoError(t, err)
+			return db.Eligibility()
 		},
 	})
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/eligibility"
+	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/redisstore"
@@ -268,4 +270,27 @@ func TestConcurrentEnqueuesAreCoalescedAndKeepTheirOwnResults(t *testing.T) {
 	calls := int64(producers * each)
 	require.Less(t, scripts.n.Load(), calls, "%d scripts for %d concurrent calls: nothing was coalesced", scripts.n.Load(), calls)
 	t.Logf("%d enqueue calls in %d scripts", calls, scripts.n.Load())
+}
+
+func TestEligibilityConformance(t *testing.T) {
+	t.Parallel()
+	c := client(t)
+	ctx := context.Background()
+	prefixes := storereg.New[eligibility.Store]()
+	open := func(t *testing.T, p string) eligibility.Store {
+		s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
+		require.NoError(t, err)
+		return s.Eligibility()
+	}
+	eligibilitytest.Run(t, func(t *testing.T) eligibility.Store {
+		p := newPrefix(t, c)
+		s := open(t, p)
+		prefixes.Put(s, p)
+		return s
+	}, &eligibilitytest.Options{
+		Reopen: func(t *testing.T, s eligibility.Store) eligibility.Store {
+			require.NoError(t, s.Close())
+			return open(t, prefixes.Get(s))
+		},
+	})
 }
