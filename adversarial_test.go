@@ -102,6 +102,7 @@ func adversarialCases(sub string) []hostile {
 		add("user "+cname, apnsMsg, "User", nil, func(m *herald.Message) { m.User = "u1" + c })
 		add("campaign "+cname, apnsMsg, "Campaign", nil, func(m *herald.Message) { m.Campaign = "spring" + c })
 		add("device "+cname, apnsMsg, "Device", nil, func(m *herald.Message) { m.Device = "d" + c })
+		add("category "+cname, apnsMsg, "Category", nil, func(m *herald.Message) { m.Category = "promotions" + c })
 	}
 	for bname, b := range bidi {
 		add("email display name "+bname, mail, "Email", email.ErrInvalidMessage, func(m *herald.Message) { m.Email.From = "Bank" + b + "moc.evil <shop@example.com>" })

@@ -53,6 +53,9 @@ func (d *Dispatcher) gate(ctx context.Context, a *attempt) (verdict error, pass 
 		d.track(ctx, &a.m, tracking.Deferred, now, a.job.Attempt, nil)
 		return retry.Snooze(wait), false
 	}
+	if verdict, pass := d.eligible(ctx, a, now); !pass {
+		return verdict, false
+	}
 	if l := d.cfg.Limiter; l != nil && a.m.User != "" {
 		dec, err := l.ReserveFor(ctx, a.m.IdempotencyKey, a.m.subject(), now)
 		if err != nil {
@@ -85,6 +88,7 @@ func (d *Dispatcher) gate(ctx context.Context, a *attempt) (verdict error, pass 
 // breaker what the answer says about the provider.
 func (d *Dispatcher) sendOnce(ctx context.Context, a *attempt) (providerID, provider string, err error) {
 	bindDeadline(&a.m, a.job.ExpiresAt, d.cfg.Now())
+	d.bindUnsubscribe(&a.m)
 	if !a.job.ExpiresAt.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, a.job.ExpiresAt)
@@ -129,6 +133,7 @@ func (d *Dispatcher) settle(ctx context.Context, a *attempt, providerID, provide
 	typ := tracking.Failed
 	if class.Gone() {
 		typ = tracking.RecipientGone
+		d.suppressGone(ctx, &a.m, err)
 	}
 	d.track(ctx, &a.m, typ, d.cfg.Now(), a.job.Attempt, err)
 	switch {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/retry"
@@ -47,6 +49,25 @@ type Config struct {
 	// Tracker records what happens to every message (a tracking.Outbox).
 	// Optional.
 	Tracker tracking.Tracker
+
+	// Eligibility, when set, is checked for every message at the moment of
+	// sending (when a worker takes it, however long it waited): a
+	// recipient on the suppression list is not messaged (recorded
+	// suppressed), nor a user who opted out of the message's Category or,
+	// for non-transactional messages, of its channel (opted_out). Recipients
+	// a provider says are gone (APNs 410, FCM UNREGISTERED, SMTP 5.1.1,
+	// Twilio 21610) are added to the list automatically. A store that
+	// cannot answer defers the message (within its TTL).
+	Eligibility eligibility.Store
+	// Eligible is the host's predicate, asked at the moment of sending with
+	// the message as it waited: false refuses it for good (recorded
+	// ineligible, with reason), none of it counted against caps.
+	Eligible func(ctx context.Context, m *Message) (ok bool, reason string)
+	// Unsubscribe, when set, gives every non-transactional email with a
+	// Category and no List-Unsubscribe of its own a signed RFC 8058
+	// one-click link to Unsubscribe.BaseURL (mount Unsubscribe.Handler
+	// there), made at send time.
+	Unsubscribe *eligibility.Links
 
 	// Breaker tunes each route's circuit breaker.
 	Breaker BreakerConfig
@@ -130,6 +151,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Unsubscribe != nil && (!strings.HasPrefix(c.Unsubscribe.BaseURL, "https://") || c.Unsubscribe.Key.IsZero()) {
+		return errors.New("Config.Unsubscribe needs an https BaseURL (RFC 8058) and a Key")
 	}
 	c.Transactional.Concurrency = cmp.Or(c.Transactional.Concurrency, 8)
 	c.Campaign.Concurrency = cmp.Or(c.Campaign.Concurrency, 4)

@@ -143,6 +143,10 @@ type Message struct {
 	Campaign      string
 	Automation    string
 	Labels        []string
+	// Category is what kind of message this is in the user's eyes
+	// ("promotions", "order-updates"): the topic a user opts out of, and
+	// the one an email's one-click unsubscribe link names.
+	Category string
 
 	// TTL is how long the message stays worth sending: not sent by then,
 	// it is dropped and recorded as expired, never delivered late. Zero:

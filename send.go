@@ -145,7 +145,7 @@ func (d *Dispatcher) checkEnvelope(m *Message, now time.Time) error {
 	case len(m.Labels) > 32:
 		return refuse("Labels", fmt.Sprintf("%d labels, over 32", len(m.Labels)), nil)
 	}
-	for _, f := range []struct{ name, v string }{{"User", m.User}, {"Device", m.Device}, {"Campaign", m.Campaign}, {"Automation", m.Automation}, {"TimeZone", m.TimeZone}} {
+	for _, f := range []struct{ name, v string }{{"User", m.User}, {"Device", m.Device}, {"Campaign", m.Campaign}, {"Automation", m.Automation}, {"TimeZone", m.TimeZone}, {"Category", m.Category}} {
 		if len(f.v) > 200 {
 			return refuse(f.name, "over 200 bytes", nil)
 		}

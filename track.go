@@ -53,6 +53,16 @@ func (d *Dispatcher) track(ctx context.Context, m *Message, t tracking.Type, at 
 	d.record(ctx, d.event(m, t, at, attempt, err))
 }
 
+// trackReason records a refusal at the moment of sending with its reason.
+func (d *Dispatcher) trackReason(ctx context.Context, m *Message, t tracking.Type, at time.Time, attempt int, reason string) {
+	if d.cfg.Tracker == nil {
+		return
+	}
+	ev := d.event(m, t, at, attempt, nil)
+	ev.Reason = reason
+	d.record(ctx, ev)
+}
+
 func (d *Dispatcher) record(ctx context.Context, ev tracking.Event) {
 	if err := d.cfg.Tracker.Track(ctx, ev); err != nil {
 		// The outbox has recorded the loss as a gap; never fail a send for it.

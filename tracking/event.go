@@ -31,6 +31,11 @@ const (
 	Dropped       Type = "dropped"        // discarded on purpose (invalid, suppressed recipient)
 	RecipientGone Type = "recipient_gone" // the provider says the token, address or number is gone
 	Dead          Type = "dead"           // gave up after permanent errors or all attempts
+	// Refused at the moment of sending, final for the message, and not
+	// counted against any cap:
+	Suppressed Type = "suppressed" // the recipient is on the suppression list
+	OptedOut   Type = "opted_out"  // the user opted out of the channel or category
+	Ineligible Type = "ineligible" // the host's predicate said it is no longer relevant
 )
 
 // Engagement types, reported by apps, browsers and providers.
@@ -44,7 +49,8 @@ const (
 )
 
 var delivery = map[Type]bool{Accepted: true, Queued: true, Capped: true, Deferred: true, Sent: true, Delivered: true,
-	Failed: true, Expired: true, Dropped: true, RecipientGone: true, Dead: true}
+	Failed: true, Expired: true, Dropped: true, RecipientGone: true, Dead: true,
+	Suppressed: true, OptedOut: true, Ineligible: true}
 
 var engagement = map[Type]bool{Opened: true, Clicked: true, Converted: true, Bounced: true, Complained: true, Unsubscribed: true}
 
@@ -73,6 +79,9 @@ type Event struct {
 	ProviderMessageID string `json:"provider_message_id,omitempty"`
 	// ErrorClass is the failure class (unavailable, rate_limited, ...).
 	ErrorClass string `json:"error_class,omitempty"`
+	// Reason says why a message was refused at the moment of sending
+	// (suppressed, opted_out, ineligible): never the recipient itself.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ErrInvalidEvent is wrapped by Validate's errors.

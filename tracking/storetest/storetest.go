@@ -143,7 +143,7 @@ func testRoundTrip(t *testing.T, s tracking.Store) {
 	in := tracking.Event{
 		ID: "full", MessageID: "order-42", User: "u1", Device: "phone", Channel: "push", Provider: "apns",
 		Campaign: "spring", Automation: "welcome", Labels: []string{"promo", "fr"}, Type: tracking.Failed,
-		At: base, Attempt: 3, ProviderMessageID: "apns-id-1", ErrorClass: "unavailable",
+		At: base, Attempt: 3, ProviderMessageID: "apns-id-1", ErrorClass: "unavailable", Reason: "opted out of category:promotions",
 	}
 	appendOK(t, s, 1, in)
 	rs := readAll(t, s)
