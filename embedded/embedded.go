@@ -333,6 +333,21 @@ CREATE TABLE eligibility_preferences (
 	PRIMARY KEY (user, topic)
 ) WITHOUT ROWID;
 `,
+	// 7: fan-out checkpoints (campaigns): the cursor moves in the same
+	// write as the jobs of its page.
+	`
+CREATE TABLE checkpoints (
+	key        TEXT    PRIMARY KEY,
+	spec       BLOB    NOT NULL,
+	state      TEXT    NOT NULL,
+	cursor     TEXT    NOT NULL,
+	recipients INTEGER NOT NULL,
+	enqueued   INTEGER NOT NULL,
+	invalid    INTEGER NOT NULL,
+	done       INTEGER NOT NULL,
+	created    INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

@@ -151,9 +151,25 @@ func (s *retryStore) read(ctx context.Context) error {
 
 // Enqueue implements retry.Store.
 func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
+	var res []retry.EnqueueResult
+	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
+		var err error
+		res, err = s.enqueueIn(ctx, jobs, keysSince)
+		return err
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// enqueueIn inserts jobs inside a write (the writer's transaction), so
+// another write of the same group (a campaign's checkpoint) commits with
+// them or not at all.
+func (s *retryStore) enqueueIn(ctx context.Context, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
 	res := make([]retry.EnqueueResult, len(jobs))
 	since := keysSince.UnixNano()
-	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
+	err := func() error {
 		for i, j := range jobs {
 			if j.IdempotencyKey != "" {
 				var id, at int64
@@ -192,7 +208,7 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 			res[i] = retry.EnqueueResult{ID: id}
 		}
 		return nil
-	}, nil)
+	}()
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/checkpoint/checkpointtest"
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/embedded"
@@ -189,5 +191,13 @@ func TestEligibilityConformance(t *testing.T) {
 			require.NoError(t, s.Close())
 			return openDB(t, path).Eligibility()
 		},
+	})
+}
+
+func TestCheckpointConformance(t *testing.T) {
+	t.Parallel()
+	checkpointtest.Run(t, func(t *testing.T) (checkpoint.Store, retry.Store) {
+		db := openDB(t, filepath.Join(t.TempDir(), "herald.db"))
+		return db.Checkpoints(), db.Retry()
 	})
 }

@@ -48,6 +48,9 @@ type Options struct {
 	// in-memory store.
 	Rules      []capping.Rule
 	QuietHours *capping.QuietHours
+	// Store runs the kit on another queue store (embedded.Open(path).Retry(),
+	// to test against the real file). Default: retry.NewMemoryStore().
+	Store retry.Store
 	// Configure adjusts the Dispatcher's Config before New (DeferCapped,
 	// DefaultTTL, lanes, ...). Store, senders, Limiter, Tracker and Now are
 	// set already.
@@ -94,8 +97,12 @@ func New(tb testing.TB, opts *Options) *Kit {
 	if err != nil {
 		tb.Fatalf("heraldtest: outbox: %v", err)
 	}
+	store := opts.Store
+	if store == nil {
+		store = retry.NewMemoryStore()
+	}
 	cfg := &herald.Config{
-		Store: retry.NewMemoryStore(),
+		Store: store,
 		Queue: retry.Config{
 			PollInterval: time.Millisecond,
 			Backoff:      func(attempt int, _ error) time.Duration { return time.Duration(attempt) * time.Second },
@@ -139,12 +146,12 @@ func (k *Kit) Send(tb testing.TB, m herald.Message) herald.Result {
 	return r
 }
 
-// Settle waits (up to 5 s) until no message is due or running: everything
+// Settle waits (up to 30 s) until no message is due or running: everything
 // sendable at the clock's time has been tried. Messages scheduled later
 // (SendAt, a backoff, quiet hours) wait for Clock.Advance.
 func (k *Kit) Settle(tb testing.TB) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := k.Dispatcher.Queue().Stats(context.Background())
 		if err != nil {
@@ -158,7 +165,7 @@ func (k *Kit) Settle(tb testing.TB) {
 			break
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("heraldtest: %d messages still due or running after 5s", busy)
+			tb.Fatalf("heraldtest: %d messages still due or running after 30s", busy)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -1,0 +1,263 @@
+package campaign_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/campaign"
+	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/heraldtest"
+	"github.com/heraldhq/herald/push"
+	"github.com/heraldhq/herald/retry"
+	"github.com/heraldhq/herald/tracking"
+)
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		os.Exit(fanoutChild(dir)) // re-executed by TestAKilledFanOutResumesExactlyOnce
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// numbered is a host-iterated audience of n recipients; the cursor is the
+// next index.
+type numbered struct{ n int }
+
+func (a numbered) recipient(i int) campaign.Recipient {
+	return campaign.Recipient{User: fmt.Sprint("u", i), Token: fmt.Sprintf("token-%07d", i),
+		Email: fmt.Sprintf("user%d@example.com", i), Vars: map[string]string{"Name": fmt.Sprint("Ada #", i)}}
+}
+
+func (a numbered) Next(_ context.Context, cursor string) ([]campaign.Recipient, string, error) {
+	from := 0
+	if cursor != "" {
+		var err error
+		if from, err = strconv.Atoi(cursor); err != nil {
+			return nil, "", err
+		}
+	}
+	to := min(from+250, a.n)
+	rs := make([]campaign.Recipient, 0, to-from)
+	for i := from; i < to; i++ {
+		rs = append(rs, a.recipient(i))
+	}
+	if to == a.n {
+		return rs, "", nil
+	}
+	return rs, strconv.Itoa(to), nil
+}
+
+func (a numbered) Size(context.Context) (int, error) { return a.n, nil }
+
+func spring(audience string) campaign.Campaign {
+	return campaign.Campaign{
+		Key: "spring-sale", Name: "Spring sale", Audience: audience, Category: "promotions", Labels: []string{"promo"},
+		Content: campaign.Content{
+			Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{Notification: push.Notification{Title: "Hi {{.Name}}", Body: "40% off"}}},
+			Email: &email.Message{From: "shop@example.com", Subject: "For {{.Name}}", Text: "Hello {{.Name}}",
+				HTML: "<p>Hello {{.Name}}</p>"},
+		},
+		PerSecond: 1e6,
+	}
+}
+
+type fixture struct {
+	kit *heraldtest.Kit
+	r   *campaign.Runner
+	db  *embedded.DB
+}
+
+func newFixture(t *testing.T, audiences map[string]campaign.Iterator) *fixture {
+	t.Helper()
+	db, err := embedded.Open(filepath.Join(t.TempDir(), "herald.db"), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	var r *campaign.Runner
+	kit := heraldtest.New(t, &heraldtest.Options{Store: db.Retry(), Configure: func(c *herald.Config) {
+		c.Eligible = func(ctx context.Context, m *herald.Message) (bool, string) { return r.Eligible(ctx, m) }
+		c.Campaign.Concurrency = 16
+	}})
+	r, err = campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Audiences: audiences})
+	require.NoError(t, err)
+	return &fixture{kit: kit, r: r, db: db}
+}
+
+// A campaign fans out to every recipient once per channel, with its
+// variables substituted (HTML escaped in the HTML part), tagged with the
+// campaign for caps, preferences and tracking; its status counts it.
+func TestFanOutReachesEveryRecipientOnce(t *testing.T) {
+	t.Parallel()
+	const n = 1200
+	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{n}})
+	ctx := context.Background()
+	c := spring("all")
+	c.Content.Email.HTML = "<p>Hello {{.Name}}</p>"
+	_, err := f.r.Create(ctx, c)
+	require.NoError(t, err)
+	require.NoError(t, f.r.Run(ctx, c.Key))
+	f.kit.Settle(t)
+	st, err := f.r.Status(ctx, c.Key)
+	require.NoError(t, err)
+	require.Equal(t, campaign.Done, st.State)
+	require.True(t, st.FanoutDone)
+	require.Equal(t, n, st.Recipients)
+	require.Equal(t, 2*n, st.Enqueued)
+	require.Zero(t, st.Invalid)
+	for name, rec := range map[string]*heraldtest.Recorder{"push": f.kit.Push[push.APNs], "email": f.kit.Email} {
+		sent := rec.Sent()
+		require.Len(t, sent, n, name)
+		seen := map[string]bool{}
+		for _, k := range sent {
+			require.False(t, seen[k], "%s sent twice", k)
+			seen[k] = true
+		}
+	}
+	ev := f.kit.RequireSent(t, "spring-sale/u7/push")
+	require.Equal(t, "spring-sale", ev.Campaign)
+	// Running again after the end creates nothing.
+	require.NoError(t, f.r.Run(ctx, c.Key))
+	st, _ = f.r.Status(ctx, c.Key)
+	require.Equal(t, 2*n, st.Enqueued)
+}
+
+// Variables are substituted per channel: escaped in HTML, as text
+// elsewhere.
+func TestVariablesAreSubstitutedSafely(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, map[string]campaign.Iterator{"one": oneRecipient{campaign.Recipient{User: "x", Email: "x@example.com",
+		Vars: map[string]string{"Name": `<script>alert(1)</script>`}}}})
+	ctx := context.Background()
+	c := spring("one")
+	c.Content.Push = nil
+	var got *email.Message
+	_, err := f.r.Create(ctx, c)
+	require.NoError(t, err)
+	require.NoError(t, f.r.Run(ctx, c.Key))
+	f.kit.Settle(t)
+	jobs, err := f.kit.Dispatcher.Queue().Jobs(ctx, retry.Filter{})
+	require.NoError(t, err)
+	require.Len(t, jobs, 1)
+	var m herald.Message
+	require.NoError(t, jsonUnmarshal(jobs[0].Payload, &m))
+	got = m.Email
+	require.Equal(t, "<p>Hello &lt;script&gt;alert(1)&lt;/script&gt;</p>", got.HTML)
+	require.Equal(t, "Hello <script>alert(1)</script>", got.Text)
+	require.Equal(t, []string{"x@example.com"}, got.To)
+}
+
+type oneRecipient struct{ r campaign.Recipient }
+
+func (o oneRecipient) Next(context.Context, string) ([]campaign.Recipient, string, error) {
+	return []campaign.Recipient{o.r}, "", nil
+}
+
+// Bad input gets a typed error naming the field and stores nothing; the
+// same key again creates nothing new; the same key with other content is
+// a conflict.
+func TestCreateRefusesBadInputAndIsIdempotent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{10}, "list": oneRecipient{}})
+	ctx := context.Background()
+	for field, mod := range map[string]func(c *campaign.Campaign){
+		"Audience":  func(c *campaign.Campaign) { c.Audience = "nobody" },
+		"Content":   func(c *campaign.Campaign) { c.Content = campaign.Content{} },
+		"PerSecond": func(c *campaign.Campaign) { c.PerSecond = 0 },
+		"FinishBy":  func(c *campaign.Campaign) { c.PerSecond, c.FinishBy = 0, time.Now().Add(-time.Hour) },
+		"Key":       func(c *campaign.Campaign) { c.Key = "" },
+	} {
+		c := spring("all")
+		mod(&c)
+		_, err := f.r.Create(ctx, c)
+		require.ErrorIs(t, err, campaign.ErrInvalid, field)
+		var ie *campaign.InvalidError
+		require.ErrorAs(t, err, &ie)
+		require.Equal(t, field, ie.Field)
+	}
+	c := spring("list")
+	c.PerSecond, c.FinishBy = 0, time.Now().Add(time.Hour)
+	_, err := f.r.Create(ctx, c)
+	require.ErrorIs(t, err, campaign.ErrInvalid, "FinishBy needs an audience that knows its size")
+	_, err = f.r.Status(ctx, "spring-sale")
+	require.ErrorIs(t, err, campaign.ErrNotFound, "nothing was stored")
+
+	first, err := f.r.Create(ctx, spring("all"))
+	require.NoError(t, err)
+	again, err := f.r.Create(ctx, spring("all"))
+	require.NoError(t, err)
+	require.Equal(t, first.Created, again.Created)
+	other := spring("all")
+	other.Content.Push.Notification.Body = "50% off"
+	_, err = f.r.Create(ctx, other)
+	require.ErrorIs(t, err, campaign.ErrConflict)
+}
+
+// Pause stops the fan-out between pages, Run resumes it; Cancel stops it
+// and refuses its messages still waiting (recorded ineligible).
+func TestPauseResumeCancel(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{1000}})
+	ctx := context.Background()
+	c := spring("all")
+	c.Content.Email = nil
+	c.PerSecond = 2000 // 0.5 s in all
+	_, err := f.r.Create(ctx, c)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- f.r.Run(ctx, c.Key) }()
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, f.r.Pause(ctx, c.Key))
+	require.ErrorIs(t, <-done, campaign.ErrStopped)
+	paused, _ := f.r.Status(ctx, c.Key)
+	require.Less(t, paused.Recipients, 1000)
+	require.NoError(t, f.r.Resume(ctx, c.Key))
+	require.NoError(t, f.r.Run(ctx, c.Key))
+	st, _ := f.r.Status(ctx, c.Key)
+	require.Equal(t, 1000, st.Recipients)
+	require.Equal(t, 1000, st.Enqueued, "no recipient twice across the pause")
+
+	later := spring("all")
+	later.Key, later.Content.Email, later.StartAt = "later", nil, heraldtest.Start.Add(time.Hour)
+	_, err = f.r.Create(ctx, later)
+	require.NoError(t, err)
+	require.NoError(t, f.r.Run(ctx, later.Key)) // all 1000 wait for StartAt
+	require.NoError(t, f.r.Cancel(ctx, later.Key))
+	f.kit.Clock.Advance(2 * time.Hour)
+	f.kit.Settle(t)
+	for _, k := range []string{"later/u1/push", "later/u999/push"} {
+		f.kit.RequireNotSent(t, k)
+		require.Contains(t, f.kit.Types(k), tracking.Ineligible)
+	}
+}
+
+// The door still decides: a recipient with a malformed address is left
+// out and counted; the others go.
+func TestAMalformedRecipientIsLeftOut(t *testing.T) {
+	t.Parallel()
+	bad := campaign.Recipient{User: "bad", Email: "not an address"}
+	f := newFixture(t, map[string]campaign.Iterator{"mixed": mixed{bad}})
+	ctx := context.Background()
+	c := spring("mixed")
+	c.Content.Push = nil
+	_, err := f.r.Create(ctx, c)
+	require.NoError(t, err)
+	require.NoError(t, f.r.Run(ctx, c.Key))
+	st, _ := f.r.Status(ctx, c.Key)
+	require.Equal(t, 1, st.Invalid)
+	require.Equal(t, 2, st.Enqueued)
+}
+
+type mixed struct{ bad campaign.Recipient }
+
+func (m mixed) Next(context.Context, string) ([]campaign.Recipient, string, error) {
+	return []campaign.Recipient{{User: "a", Email: "a@example.com"}, m.bad, {User: "b", Email: "b@example.com"}}, "", nil
+}

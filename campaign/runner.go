@@ -1,0 +1,404 @@
+package campaign
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	htmltemplate "html/template"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/checkpoint"
+)
+
+// Config configures a Runner.
+type Config struct {
+	Dispatcher *herald.Dispatcher
+	// Store keeps the campaigns and their cursors: embedded.DB.Checkpoints()
+	// on the Dispatcher's embedded store (the checkpoint and its messages
+	// are then one durable write).
+	Store checkpoint.Store
+	// Audiences are the iterators campaigns name.
+	Audiences map[string]Iterator
+	// PageSize is the most recipients read (and messages enqueued) per
+	// checkpoint. Default 500.
+	PageSize int
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Runner creates campaigns and fans them out.
+type Runner struct {
+	cfg Config
+
+	mu        sync.Mutex
+	cancelled map[string]bool // campaigns whose waiting messages are refused
+}
+
+// New returns a runner.
+func New(cfg *Config) (*Runner, error) {
+	if cfg == nil || cfg.Dispatcher == nil || cfg.Store == nil {
+		return nil, errors.New("campaign: New: Config.Dispatcher and Config.Store are required")
+	}
+	r := &Runner{cfg: *cfg, cancelled: map[string]bool{}}
+	r.cfg.PageSize = cmp.Or(r.cfg.PageSize, 500)
+	if r.cfg.Logger == nil {
+		r.cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r.cfg.Now == nil {
+		r.cfg.Now = time.Now
+	}
+	return r, nil
+}
+
+// Create stores a new campaign, running; with a known key it returns the
+// stored one (ErrConflict if its content differs). Bad input gets an
+// *InvalidError and stores nothing.
+func (r *Runner) Create(ctx context.Context, c Campaign) (Status, error) {
+	now := r.cfg.Now()
+	if err := c.validate(r.cfg.Audiences, now); err != nil {
+		return Status{}, err
+	}
+	if _, err := compile(&c); err != nil {
+		return Status{}, &InvalidError{Field: "Content", Reason: err.Error()}
+	}
+	spec, err := json.Marshal(c)
+	if err != nil {
+		return Status{}, &InvalidError{Field: "Content", Reason: "cannot be encoded"}
+	}
+	rec, created, err := r.cfg.Store.Create(ctx, checkpoint.Record{Key: c.Key, Spec: spec, State: Running, Created: now})
+	if err != nil {
+		return Status{}, err
+	}
+	if !created && !bytes.Equal(rec.Spec, spec) {
+		return Status{}, fmt.Errorf("%w: %s", ErrConflict, c.Key)
+	}
+	return status(rec)
+}
+
+func status(rec checkpoint.Record) (Status, error) {
+	st := Status{State: rec.State, Cursor: rec.Cursor, Recipients: rec.Recipients, Enqueued: rec.Enqueued,
+		Invalid: rec.Invalid, FanoutDone: rec.Done, Created: rec.Created}
+	if err := json.Unmarshal(rec.Spec, &st.Campaign); err != nil {
+		return Status{}, fmt.Errorf("campaign %s: stored campaign does not decode: %w", rec.Key, err)
+	}
+	return st, nil
+}
+
+// Status returns the campaign's progress.
+func (r *Runner) Status(ctx context.Context, key string) (Status, error) {
+	rec, err := r.cfg.Store.Get(ctx, key)
+	if err != nil {
+		return Status{}, mapNotFound(err)
+	}
+	return status(rec)
+}
+
+func mapNotFound(err error) error {
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		return fmt.Errorf("%w (%w)", ErrNotFound, err)
+	}
+	return err
+}
+
+// Pause stops the fan-out at its next page; Run again to resume.
+func (r *Runner) Pause(ctx context.Context, key string) error {
+	return r.cfg.Store.SetState(ctx, key, Paused)
+}
+
+// Resume marks a paused campaign running (Run fans it out again).
+func (r *Runner) Resume(ctx context.Context, key string) error {
+	return r.cfg.Store.SetState(ctx, key, Running)
+}
+
+// Cancel stops the fan-out, and its messages still waiting in the queue
+// are refused at the moment of sending (recorded ineligible, "campaign
+// cancelled"), when the Dispatcher's Config.Eligible asks Runner.Eligible.
+// Messages already sent stay recorded.
+func (r *Runner) Cancel(ctx context.Context, key string) error {
+	if err := r.cfg.Store.SetState(ctx, key, Cancelled); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.cancelled[key] = true
+	r.mu.Unlock()
+	return nil
+}
+
+// Eligible refuses the messages of cancelled campaigns. Wire it into
+// herald.Config.Eligible (with the host's own predicate, if any).
+func (r *Runner) Eligible(ctx context.Context, m *herald.Message) (bool, string) {
+	if m.Campaign == "" {
+		return true, ""
+	}
+	r.mu.Lock()
+	c, known := r.cancelled[m.Campaign]
+	r.mu.Unlock()
+	if !known {
+		rec, err := r.cfg.Store.Get(ctx, m.Campaign)
+		c = err == nil && rec.State == Cancelled
+		if err == nil {
+			r.mu.Lock()
+			r.cancelled[m.Campaign] = c
+			r.mu.Unlock()
+		}
+	}
+	if c {
+		return false, "campaign cancelled"
+	}
+	return true, ""
+}
+
+// Run fans the campaign out from its cursor until the audience ends (the
+// campaign is then Done), it is paused or cancelled (ErrStopped), or ctx
+// ends. It is safe to call again after a crash: it resumes from the last
+// checkpoint. One Run per campaign at a time.
+func (r *Runner) Run(ctx context.Context, key string) error {
+	st, err := r.Status(ctx, key)
+	if err != nil {
+		return err
+	}
+	c := &st.Campaign
+	it := r.cfg.Audiences[c.Audience]
+	if it == nil {
+		return &InvalidError{Field: "Audience", Reason: fmt.Sprintf("unknown audience %q", c.Audience)}
+	}
+	tpl, err := compile(c)
+	if err != nil {
+		return err
+	}
+	lim, err := r.limiter(ctx, st, it)
+	if err != nil {
+		return err
+	}
+	for !st.FanoutDone {
+		switch st.State {
+		case Paused, Cancelled:
+			return ErrStopped
+		}
+		rs, next, err := it.Next(ctx, st.Cursor)
+		if err != nil {
+			return fmt.Errorf("campaign %s: audience: %w", key, err)
+		}
+		msgs := make([]herald.Message, 0, len(rs))
+		for i := range rs {
+			msgs = append(msgs, tpl.messages(c, &rs[i])...)
+		}
+		for n := len(msgs); n > 0; n -= lim.Burst() {
+			if err := lim.WaitN(ctx, min(n, lim.Burst())); err != nil {
+				return err
+			}
+		}
+		invalid, err := r.enqueue(ctx, key, next, len(rs), msgs)
+		if err != nil {
+			return err
+		}
+		if st, err = r.Status(ctx, key); err != nil {
+			return err
+		}
+		if invalid > 0 {
+			r.cfg.Logger.Warn("campaign: recipients refused at the door", "campaign", key, "count", invalid)
+		}
+	}
+	if st.State == Running {
+		return r.cfg.Store.SetState(ctx, key, Done)
+	}
+	return nil
+}
+
+// enqueue makes a page's messages durable with the cursor after it, in
+// one write. A message the door refuses (a malformed address) is left out
+// and counted; the rest go.
+func (r *Runner) enqueue(ctx context.Context, key, next string, recipients int, msgs []herald.Message) (int, error) {
+	invalid := 0
+	if len(msgs) == 0 { // a page without addresses: the checkpoint still moves
+		_, err := r.cfg.Store.Checkpoint(key, next, recipients, 0, next == "").Enqueue(ctx, nil, time.Time{})
+		return 0, err
+	}
+	for {
+		e := r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == "")
+		_, err := r.cfg.Dispatcher.SendTx(ctx, e, msgs...)
+		var fe *herald.FieldError
+		if err == nil || !errors.As(err, &fe) {
+			return invalid, err
+		}
+		i := batchIndex(fe.Field)
+		if i < 0 || i >= len(msgs) {
+			if len(msgs) != 1 {
+				return invalid, err
+			}
+			i = 0
+		}
+		msgs = append(msgs[:i], msgs[i+1:]...)
+		invalid++
+		if len(msgs) == 0 {
+			// Nothing left to enqueue: the checkpoint still moves.
+			e := r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == "")
+			_, err := e.Enqueue(ctx, nil, time.Time{})
+			return invalid, err
+		}
+	}
+}
+
+// batchIndex reads i from a FieldError's "[i].Field".
+func batchIndex(field string) int {
+	if !strings.HasPrefix(field, "[") {
+		return -1
+	}
+	end := strings.IndexByte(field, ']')
+	if end < 0 {
+		return -1
+	}
+	i, err := strconv.Atoi(field[1:end])
+	if err != nil {
+		return -1
+	}
+	return i
+}
+
+// limiter paces the fan-out at the campaign's rate, derived from FinishBy
+// and what is left of the audience when set.
+func (r *Runner) limiter(ctx context.Context, st Status, it Iterator) (*rate.Limiter, error) {
+	c := &st.Campaign
+	perSecond := c.PerSecond
+	if !c.FinishBy.IsZero() {
+		size, err := it.(Sizer).Size(ctx)
+		if err != nil {
+			return nil, err
+		}
+		start := r.cfg.Now()
+		if c.StartAt.After(start) {
+			start = c.StartAt
+		}
+		left := max(size-st.Recipients, 1)
+		secs := c.FinishBy.Sub(start).Seconds()
+		if secs <= 0 {
+			return nil, &InvalidError{Field: "FinishBy", Reason: "passed"}
+		}
+		perSecond = float64(left) / secs
+	}
+	burst := max(r.cfg.PageSize, 1)
+	lim := rate.NewLimiter(rate.Limit(perSecond), burst)
+	lim.AllowN(time.Now(), burst) // start empty: the first page waits its share too
+	return lim, nil
+}
+
+// templates are a campaign's content, parsed once.
+type templates struct {
+	fields map[string]*template.Template
+	html   *htmltemplate.Template
+}
+
+func compile(c *Campaign) (*templates, error) {
+	t := &templates{fields: map[string]*template.Template{}}
+	add := func(name, text string) error {
+		if text == "" || !strings.Contains(text, "{{") {
+			return nil
+		}
+		tp, err := template.New(name).Option("missingkey=error").Parse(text)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		t.fields[name] = tp
+		return nil
+	}
+	if p := c.Content.Push; p != nil {
+		for name, v := range map[string]string{"push.title": p.Notification.Title, "push.body": p.Notification.Body, "push.url": p.Notification.URL} {
+			if err := add(name, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if e := c.Content.Email; e != nil {
+		for name, v := range map[string]string{"email.subject": e.Subject, "email.text": e.Text} {
+			if err := add(name, v); err != nil {
+				return nil, err
+			}
+		}
+		if strings.Contains(e.HTML, "{{") {
+			h, err := htmltemplate.New("email.html").Option("missingkey=error").Parse(e.HTML)
+			if err != nil {
+				return nil, fmt.Errorf("email.html: %w", err)
+			}
+			t.html = h
+		}
+	}
+	if s := c.Content.SMS; s != nil {
+		if err := add("sms.body", s.Body); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// render substitutes the recipient's variables into text; a variable the
+// recipient lacks leaves the text unrendered and the message is refused
+// at the door by its validation (or sent as written when it has none).
+func (t *templates) render(name, text string, vars map[string]string) string {
+	tp := t.fields[name]
+	if tp == nil {
+		return text
+	}
+	var b strings.Builder
+	if err := tp.Execute(&b, vars); err != nil {
+		return text
+	}
+	return b.String()
+}
+
+// messages builds the recipient's messages: one per channel the content
+// has and the recipient has an address for. Keys are campaign, user and
+// channel: the same recipient read again is the same message.
+func (t *templates) messages(c *Campaign, rc *Recipient) []herald.Message {
+	vars := map[string]string{"User": rc.User}
+	for k, v := range rc.Vars {
+		vars[k] = v
+	}
+	base := herald.Message{User: rc.User, TimeZone: rc.TimeZone, Campaign: c.Key, Automation: c.Automation,
+		Labels: c.Labels, Category: c.Category, TTL: c.TTL, SendAt: c.StartAt}
+	var out []herald.Message
+	if p := c.Content.Push; p != nil && rc.Token != "" {
+		m := base
+		pm := *p
+		pm.Token, pm.IdempotencyKey = rc.Token, ""
+		pm.Notification.Title = t.render("push.title", p.Notification.Title, vars)
+		pm.Notification.Body = t.render("push.body", p.Notification.Body, vars)
+		pm.Notification.URL = t.render("push.url", p.Notification.URL, vars)
+		m.Push, m.IdempotencyKey = &pm, c.Key+"/"+rc.User+"/push"
+		out = append(out, m)
+	}
+	if e := c.Content.Email; e != nil && rc.Email != "" {
+		m := base
+		em := *e
+		em.To, em.Cc, em.Bcc, em.IdempotencyKey = []string{rc.Email}, nil, nil, ""
+		em.Subject = t.render("email.subject", e.Subject, vars)
+		em.Text = t.render("email.text", e.Text, vars)
+		if t.html != nil {
+			var b strings.Builder
+			if t.html.Execute(&b, vars) == nil {
+				em.HTML = b.String()
+			}
+		}
+		m.Email, m.IdempotencyKey = &em, c.Key+"/"+rc.User+"/email"
+		out = append(out, m)
+	}
+	if s := c.Content.SMS; s != nil && rc.Phone != "" {
+		m := base
+		sm := *s
+		sm.To, sm.IdempotencyKey = rc.Phone, ""
+		sm.Body = t.render("sms.body", s.Body, vars)
+		m.SMS, m.IdempotencyKey = &sm, c.Key+"/"+rc.User+"/sms"
+		out = append(out, m)
+	}
+	return out
+}

@@ -1,0 +1,178 @@
+// Package checkpoint keeps the durable state of a fan-out (a campaign's):
+// where it stopped in its audience and what it counted, written in the
+// same durable write as the jobs it enqueued for that part of the
+// audience. A crash resumes exactly where the last checkpoint stopped: no
+// recipient skipped, none enqueued twice.
+//
+// It is the stores' side of package campaign, kept here, below the
+// Dispatcher, so a store implements it without importing the layers above
+// (the campaign itself is an opaque Spec to a store). Every store that
+// holds the queue implements Store.
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/retry"
+)
+
+// Errors.
+var (
+	ErrNotFound = errors.New("checkpoint: not found")
+	ErrClosed   = errors.New("checkpoint: store closed")
+)
+
+// State is where a fan-out is: "running", "paused", "cancelled", "done".
+type State string
+
+// Record is one fan-out's state.
+type Record struct {
+	Key   string
+	Spec  []byte // the campaign, encoded by its owner
+	State State
+	// Cursor is where the fan-out resumes ("" before the first page).
+	Cursor string
+	// Recipients read, jobs Enqueued (not duplicates), Invalid refused at
+	// the door; Done once the audience was read to its end.
+	Recipients, Enqueued, Invalid int
+	Done                          bool
+	Created                       time.Time
+}
+
+// Store keeps fan-out records. All methods are safe for concurrent use.
+type Store interface {
+	// Create stores r unless its key exists; it returns what is stored
+	// and whether it created it.
+	Create(ctx context.Context, r Record) (Record, bool, error)
+	// Get returns the record, or ErrNotFound.
+	Get(ctx context.Context, key string) (Record, error)
+	// SetState moves the record to state.
+	SetState(ctx context.Context, key string, state State) error
+	// Checkpoint returns an Enqueuer whose Enqueue makes its jobs durable
+	// and, in the same write, moves the record to cursor, adding
+	// recipients, invalid and the jobs it created (not duplicates) to its
+	// counts and marking it done when done. An Enqueue with no jobs only
+	// moves the record.
+	Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer
+	Close() error
+}
+
+// Created counts the results that made a job (not duplicates).
+func Created(res []retry.EnqueueResult) int {
+	n := 0
+	for _, r := range res {
+		if !r.Duplicate {
+			n++
+		}
+	}
+	return n
+}
+
+// EnqueuerFunc is a retry.Enqueuer made of a function.
+type EnqueuerFunc func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error)
+
+// Enqueue implements retry.Enqueuer.
+func (f EnqueuerFunc) Enqueue(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return f(ctx, jobs, since)
+}
+
+// MemoryStore keeps records in memory beside a queue store, for tests:
+// its checkpoint enqueues first and moves the record after, so it is
+// exactly-once only while the process lives. The embedded store
+// (embedded.DB.Checkpoints) does both in one write.
+type MemoryStore struct {
+	queue retry.Enqueuer
+
+	mu     sync.Mutex
+	closed bool
+	byKey  map[string]Record
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemoryStore returns a store whose checkpoints enqueue through queue
+// (the Dispatcher's store: retry.NewMemoryStore in tests).
+func NewMemoryStore(queue retry.Enqueuer) *MemoryStore {
+	return &MemoryStore{queue: queue, byKey: map[string]Record{}}
+}
+
+// Create implements Store.
+func (s *MemoryStore) Create(_ context.Context, r Record) (Record, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Record{}, false, ErrClosed
+	}
+	if old, ok := s.byKey[r.Key]; ok {
+		return old, false, nil
+	}
+	r.Spec = append([]byte(nil), r.Spec...)
+	s.byKey[r.Key] = r
+	return r, true, nil
+}
+
+// Get implements Store.
+func (s *MemoryStore) Get(_ context.Context, key string) (Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Record{}, ErrClosed
+	}
+	r, ok := s.byKey[key]
+	if !ok {
+		return Record{}, ErrNotFound
+	}
+	return r, nil
+}
+
+// SetState implements Store.
+func (s *MemoryStore) SetState(_ context.Context, key string, state State) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byKey[key]
+	if !ok {
+		return ErrNotFound
+	}
+	r.State = state
+	s.byKey[key] = r
+	return nil
+}
+
+// Checkpoint implements Store.
+func (s *MemoryStore) Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer {
+	return EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		if _, err := s.Get(ctx, key); err != nil {
+			return nil, err
+		}
+		var res []retry.EnqueueResult
+		if len(jobs) > 0 {
+			var err error
+			if res, err = s.queue.Enqueue(ctx, jobs, since); err != nil {
+				return nil, err
+			}
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r, ok := s.byKey[key]
+		if !ok {
+			return nil, ErrNotFound
+		}
+		r.Cursor, r.Done = cursor, r.Done || done
+		r.Recipients += recipients
+		r.Invalid += invalid
+		r.Enqueued += Created(res)
+		s.byKey[key] = r
+		return res, nil
+	})
+}
+
+// Close implements Store.
+func (s *MemoryStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
