@@ -136,7 +136,9 @@ type InvalidError struct {
 	Field, Reason string
 }
 
-func (e *InvalidError) Error() string { return "campaign: invalid campaign: " + e.Field + ": " + e.Reason }
+func (e *InvalidError) Error() string {
+	return "campaign: invalid campaign: " + e.Field + ": " + e.Reason
+}
 
 // Unwrap returns ErrInvalid.
 func (e *InvalidError) Unwrap() error { return ErrInvalid }
