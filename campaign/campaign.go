@@ -85,6 +85,11 @@ type Campaign struct {
 	TTL time.Duration
 	// StartAt delays the first message. Zero: now.
 	StartAt time.Time
+	// LocalTime, "HH:MM", sends each recipient's message at that time of
+	// day in the recipient's own time zone (the first such time at or
+	// after StartAt, or now), Braze's and Batch's "local time delivery".
+	// Recipients without a time zone get it in UTC.
+	LocalTime string
 	// PerSecond is the speed: messages enqueued per second (delivery
 	// follows). Or set FinishBy, and the rate is derived from the
 	// audience's size (the Iterator must be a Sizer).
@@ -164,6 +169,11 @@ func (c *Campaign) validate(audiences map[string]Iterator, now time.Time) error 
 		return bad("FinishBy", "before StartAt")
 	case c.TTL < 0:
 		return bad("TTL", "negative")
+	}
+	if c.LocalTime != "" {
+		if _, err := time.Parse("15:04", c.LocalTime); err != nil {
+			return bad("LocalTime", "want HH:MM")
+		}
 	}
 	if !c.FinishBy.IsZero() {
 		if _, ok := audiences[c.Audience].(Sizer); !ok {

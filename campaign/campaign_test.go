@@ -87,7 +87,7 @@ func newFixture(t *testing.T, audiences map[string]campaign.Iterator) *fixture {
 		c.Eligible = func(ctx context.Context, m *herald.Message) (bool, string) { return r.Eligible(ctx, m) }
 		c.Campaign.Concurrency = 16
 	}})
-	r, err = campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Audiences: audiences})
+	r, err = campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Audiences: audiences, Now: kit.Clock.Now})
 	require.NoError(t, err)
 	return &fixture{kit: kit, r: r, db: db}
 }
@@ -260,4 +260,38 @@ type mixed struct{ bad campaign.Recipient }
 
 func (m mixed) Next(context.Context, string) ([]campaign.Recipient, string, error) {
 	return []campaign.Recipient{{User: "a", Email: "a@example.com"}, m.bad, {User: "b", Email: "b@example.com"}}, "", nil
+}
+
+// Local time delivery: each recipient's message is due at the same time
+// of day in the recipient's own zone.
+func TestLocalTimeDelivery(t *testing.T) {
+	t.Parallel()
+	paris := campaign.Recipient{User: "paris", TimeZone: "Europe/Paris", Token: "tok-paris"}
+	tokyo := campaign.Recipient{User: "tokyo", TimeZone: "Asia/Tokyo", Token: "tok-tokyo"}
+	f := newFixture(t, map[string]campaign.Iterator{"two": twoRecipients{paris, tokyo}})
+	ctx := context.Background()
+	c := spring("two")
+	c.Content.Email, c.LocalTime, c.TTL = nil, "09:00", 2*time.Hour
+	_, err := f.r.Create(ctx, c)
+	require.NoError(t, err)
+	require.NoError(t, f.r.Run(ctx, c.Key))
+	jobs, err := f.kit.Dispatcher.Queue().Jobs(ctx, retry.Filter{})
+	require.NoError(t, err)
+	require.Len(t, jobs, 2)
+	for _, j := range jobs {
+		var m herald.Message
+		require.NoError(t, jsonUnmarshal(j.Payload, &m))
+		loc, _ := time.LoadLocation(m.TimeZone)
+		local := m.SendAt.In(loc)
+		require.Equal(t, 9, local.Hour(), "%s: %s", m.User, local)
+		require.Zero(t, local.Minute())
+		require.True(t, !m.SendAt.Before(heraldtest.Start), "not in the past")
+		require.True(t, m.SendAt.Before(heraldtest.Start.Add(25*time.Hour)), "within a day")
+	}
+}
+
+type twoRecipients [2]campaign.Recipient
+
+func (r twoRecipients) Next(context.Context, string) ([]campaign.Recipient, string, error) {
+	return r[:], "", nil
 }

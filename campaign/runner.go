@@ -19,6 +19,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/tracking"
 )
 
 // Config configures a Runner.
@@ -177,6 +178,7 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	tpl.now = st.Created
 	lim, err := r.limiter(ctx, st, it)
 	if err != nil {
 		return err
@@ -297,6 +299,33 @@ func (r *Runner) limiter(ctx context.Context, st Status, it Iterator) (*rate.Lim
 type templates struct {
 	fields map[string]*template.Template
 	html   *htmltemplate.Template
+	now    time.Time // when the fan-out started
+}
+
+// sendAt is when the recipient's message should go: StartAt, or with
+// LocalTime the first such time of day in the recipient's zone at or
+// after StartAt (or now).
+func sendAt(c *Campaign, rc *Recipient, now time.Time) time.Time {
+	if c.LocalTime == "" {
+		return c.StartAt
+	}
+	from := now
+	if c.StartAt.After(from) {
+		from = c.StartAt
+	}
+	loc := time.UTC
+	if rc.TimeZone != "" {
+		if l, err := time.LoadLocation(rc.TimeZone); err == nil {
+			loc = l
+		}
+	}
+	hm, _ := time.Parse("15:04", c.LocalTime)
+	f := from.In(loc)
+	at := time.Date(f.Year(), f.Month(), f.Day(), hm.Hour(), hm.Minute(), 0, 0, loc)
+	if at.Before(f) {
+		at = time.Date(f.Year(), f.Month(), f.Day()+1, hm.Hour(), hm.Minute(), 0, 0, loc)
+	}
+	return at
 }
 
 func compile(c *Campaign) (*templates, error) {
@@ -365,7 +394,7 @@ func (t *templates) messages(c *Campaign, rc *Recipient) []herald.Message {
 		vars[k] = v
 	}
 	base := herald.Message{User: rc.User, TimeZone: rc.TimeZone, Campaign: c.Key, Automation: c.Automation,
-		Labels: c.Labels, Category: c.Category, TTL: c.TTL, SendAt: c.StartAt}
+		Labels: c.Labels, Category: c.Category, TTL: c.TTL, SendAt: sendAt(c, rc, t.now)}
 	var out []herald.Message
 	if p := c.Content.Push; p != nil && rc.Token != "" {
 		m := base
@@ -401,4 +430,50 @@ func (t *templates) messages(c *Campaign, rc *Recipient) []herald.Message {
 		out = append(out, m)
 	}
 	return out
+}
+
+// Progress is a campaign's status with what happened to its messages.
+type Progress struct {
+	Status
+	// Counts are the distinct messages per outcome so far (sent, capped,
+	// suppressed, opted_out, ineligible, expired, dead, ...), from the
+	// tracking journal; Complete is false when a gap in the journal
+	// overlaps the campaign.
+	Counts   map[tracking.Type]int
+	Complete bool
+	// Size is the audience's size, when its Iterator knows it.
+	Size int
+	// Rate is recipients read per second since the campaign was created;
+	// ExpectedFinish when the fan-out should end at that rate (zero when
+	// unknown or done).
+	Rate           float64
+	ExpectedFinish time.Time
+}
+
+// Progress reports a campaign's status and outcomes. outbox is the
+// Dispatcher's tracker (nil: no outcome counts).
+func (r *Runner) Progress(ctx context.Context, key string, outbox *tracking.Outbox) (Progress, error) {
+	st, err := r.Status(ctx, key)
+	if err != nil {
+		return Progress{}, err
+	}
+	p := Progress{Status: st, Complete: true}
+	now := r.cfg.Now()
+	if outbox != nil {
+		s, err := outbox.Stats(ctx, tracking.Query{Campaign: key, From: st.Created.Add(-time.Minute), To: now.Add(48 * time.Hour)})
+		if err != nil {
+			return Progress{}, err
+		}
+		p.Counts, p.Complete = s.Counts, s.Complete
+	}
+	if sz, ok := r.cfg.Audiences[st.Campaign.Audience].(Sizer); ok {
+		p.Size, _ = sz.Size(ctx)
+	}
+	if el := now.Sub(st.Created).Seconds(); el > 0 {
+		p.Rate = float64(st.Recipients) / el
+	}
+	if !st.FanoutDone && p.Size > 0 && p.Rate > 0 {
+		p.ExpectedFinish = now.Add(time.Duration(float64(p.Size-st.Recipients) / p.Rate * float64(time.Second)))
+	}
+	return p, nil
 }
