@@ -17,6 +17,8 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/checkpoint/checkpointtest"
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/internal/multiproc"
@@ -364,5 +366,14 @@ func TestEligibilityConformance(t *testing.T) {
 			require.NoError(t, err)
 			return db.Eligibility()
 		},
+	})
+}
+
+func TestCheckpointConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	checkpointtest.Run(t, func(t *testing.T) (checkpoint.Store, retry.Store) {
+		db, _ := freshDB(t, p)
+		return db.Checkpoints(), db.Retry()
 	})
 }
