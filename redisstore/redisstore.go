@@ -139,12 +139,40 @@ var scriptsLua string
 
 var scripts = func() map[string]*redis.Script {
 	out := map[string]*redis.Script{}
+	bodies := map[string]string{}
 	for _, part := range strings.Split(scriptsLua, "--@@ ")[1:] {
 		name, body, _ := strings.Cut(part, "\n")
+		bodies[strings.TrimSpace(name)] = body
 		out[strings.TrimSpace(name)] = redis.NewScript(common + body)
 	}
+	// checkpoint is enqueue with a fan-out's record moved in the same
+	// script (atomic: no other command runs between), refused before any
+	// write when the record does not exist.
+	enq := strings.TrimSpace(bodies["enqueue"])
+	enq = strings.TrimSuffix(enq, "return out")
+	out["checkpoint"] = redis.NewScript(common + checkpointPrologue + enq + checkpointEpilogue)
 	return out
 }()
+
+// The checkpoint script's extra arguments follow the jobs: record key,
+// cursor, recipients, invalid, done.
+const checkpointPrologue = `
+local nj = tonumber(ARGV[1])
+local cb = 2 + nj * 14
+local ck = p .. 'ck:' .. ARGV[cb]
+if redis.call('EXISTS', ck) == 0 then return redis.error_reply('checkpoint: not found') end
+`
+
+const checkpointEpilogue = `
+local made = 0
+for _, r in ipairs(out) do if r[2] == 0 then made = made + 1 end end
+redis.call('HSET', ck, 'cursor', ARGV[cb + 1])
+redis.call('HINCRBY', ck, 'recipients', tonumber(ARGV[cb + 2]))
+redis.call('HINCRBY', ck, 'invalid', tonumber(ARGV[cb + 3]))
+redis.call('HINCRBY', ck, 'enqueued', made)
+if ARGV[cb + 4] == '1' then redis.call('HSET', ck, 'done', 1) end
+return out
+`
 
 // common is prepended to every script: key helpers and indexing.
 const common = `

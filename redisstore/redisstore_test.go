@@ -19,6 +19,8 @@ import (
 
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
+	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/checkpoint/checkpointtest"
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/internal/multiproc"
@@ -292,5 +294,15 @@ func TestEligibilityConformance(t *testing.T) {
 			require.NoError(t, s.Close())
 			return open(t, prefixes.Get(s))
 		},
+	})
+}
+
+func TestCheckpointConformance(t *testing.T) {
+	t.Parallel()
+	c := client(t)
+	checkpointtest.Run(t, func(t *testing.T) (checkpoint.Store, retry.Store) {
+		s, err := redisstore.New(context.Background(), c, &redisstore.Config{Prefix: newPrefix(t, c)})
+		require.NoError(t, err)
+		return s.Checkpoints(), s
 	})
 }
