@@ -10,8 +10,9 @@
 // TTL, a start time and a speed (messages per second, or a finish-by time
 // the rate is derived from). Creating a campaign is idempotent by key.
 //
-// The audience is host-iterated: an Iterator hands out recipients page by
-// page with a resumable cursor, and the runner stores the cursor in the
+// The audience is host-iterated (an Iterator hands out recipients page by
+// page with a resumable cursor) or stored (Stored: members the host
+// uploaded to an audience.Store, in every store that holds the queue); and the runner stores the cursor in the
 // same durable write as the messages it enqueued for that page (a
 // checkpoint.Store: embedded.DB.Checkpoints() in the default store), so a
 // crash resumes exactly where it stopped — no
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/sms"
@@ -191,3 +193,32 @@ func (c *Campaign) validate(audiences map[string]Iterator, now time.Time) error 
 	}
 	return nil
 }
+
+// Stored is a stored audience as an Iterator (and Sizer): the members of
+// audience name in store, in user order, the cursor the last user of a
+// page.
+func Stored(store audience.Store, name string) Iterator { return stored{store: store, name: name} }
+
+type stored struct {
+	store audience.Store
+	name  string
+}
+
+const storedPage = 500
+
+func (s stored) Next(ctx context.Context, cursor string) ([]Recipient, string, error) {
+	ms, err := s.store.Page(ctx, s.name, cursor, storedPage)
+	if err != nil {
+		return nil, "", err
+	}
+	rs := make([]Recipient, len(ms))
+	for i, m := range ms {
+		rs[i] = Recipient{User: m.User, TimeZone: m.TimeZone, Token: m.Token, Email: m.Email, Phone: m.Phone, Vars: m.Vars}
+	}
+	if len(ms) < storedPage {
+		return rs, "", nil
+	}
+	return rs, ms[len(ms)-1].User, nil
+}
+
+func (s stored) Size(ctx context.Context) (int, error) { return s.store.Size(ctx, s.name) }

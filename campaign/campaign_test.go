@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/campaign"
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/embedded"
@@ -294,4 +295,44 @@ type twoRecipients [2]campaign.Recipient
 
 func (r twoRecipients) Next(context.Context, string) ([]campaign.Recipient, string, error) {
 	return r[:], "", nil
+}
+
+// A stored audience: uploads retried with the same ID add nothing, members
+// removed are not messaged, and the campaign reaches the rest once.
+func TestStoredAudience(t *testing.T) {
+	t.Parallel()
+	db, err := embedded.Open(filepath.Join(t.TempDir(), "herald.db"), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	auds := db.Audiences()
+	ctx := context.Background()
+	batch := func(from, to int) []audience.Member {
+		var ms []audience.Member
+		for i := from; i < to; i++ {
+			ms = append(ms, audience.Member{User: fmt.Sprintf("vip-%04d", i), Token: fmt.Sprintf("tok-%04d", i)})
+		}
+		return ms
+	}
+	for _, up := range []struct {
+		id       string
+		from, to int
+	}{{"upload-1", 0, 700}, {"upload-1", 0, 700}, {"upload-2", 700, 1200}, {"upload-2", 700, 1300}} {
+		_, err := auds.Upload(ctx, "vips", up.id, batch(up.from, up.to))
+		require.NoError(t, err)
+	}
+	require.NoError(t, auds.Remove(ctx, "vips", []string{"vip-0003", "vip-0800"}))
+	kit := heraldtest.New(t, &heraldtest.Options{Store: db.Retry(), Configure: func(c *herald.Config) { c.Campaign.Concurrency = 16 }})
+	r, err := campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Now: kit.Clock.Now,
+		Audiences: map[string]campaign.Iterator{"vips": campaign.Stored(auds, "vips")}})
+	require.NoError(t, err)
+	c := spring("vips")
+	c.Content.Email = nil
+	_, err = r.Create(ctx, c)
+	require.NoError(t, err)
+	require.NoError(t, r.Run(ctx, c.Key))
+	kit.Settle(t)
+	st, _ := r.Status(ctx, c.Key)
+	require.Equal(t, 1198, st.Recipients, "1,200 uploaded once each, two removed")
+	require.Len(t, kit.Push[push.APNs].Sent(), 1198)
+	kit.RequireNotSent(t, "spring-sale/vip-0003/push")
 }

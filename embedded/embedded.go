@@ -348,6 +348,20 @@ CREATE TABLE checkpoints (
 	created    INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 8: stored audiences: members, and the upload IDs already applied.
+	`
+CREATE TABLE audience_members (
+	audience TEXT NOT NULL,
+	user     TEXT NOT NULL,
+	data     BLOB NOT NULL,
+	PRIMARY KEY (audience, user)
+) WITHOUT ROWID;
+CREATE TABLE audience_uploads (
+	audience  TEXT NOT NULL,
+	upload_id TEXT NOT NULL,
+	PRIMARY KEY (audience, upload_id)
+) WITHOUT ROWID;
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

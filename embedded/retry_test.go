@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/heraldhq/herald/audience"
+	"github.com/heraldhq/herald/audience/audiencetest"
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/checkpoint"
@@ -199,5 +201,22 @@ func TestCheckpointConformance(t *testing.T) {
 	checkpointtest.Run(t, func(t *testing.T) (checkpoint.Store, retry.Store) {
 		db := openDB(t, filepath.Join(t.TempDir(), "herald.db"))
 		return db.Checkpoints(), db.Retry()
+	})
+}
+
+func TestAudienceConformance(t *testing.T) {
+	t.Parallel()
+	paths := storereg.New[audience.Store]()
+	audiencetest.Run(t, func(t *testing.T) audience.Store {
+		path := filepath.Join(t.TempDir(), "herald.db")
+		s := openDB(t, path).Audiences()
+		paths.Put(s, path)
+		return s
+	}, &audiencetest.Options{
+		Reopen: func(t *testing.T, s audience.Store) audience.Store {
+			path := paths.Get(s)
+			require.NoError(t, s.Close())
+			return openDB(t, path).Audiences()
+		},
 	})
 }

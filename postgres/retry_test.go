@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heraldhq/herald/audience"
+	"github.com/heraldhq/herald/audience/audiencetest"
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/checkpoint"
@@ -376,4 +378,13 @@ func TestCheckpointConformance(t *testing.T) {
 		db, _ := freshDB(t, p)
 		return db.Checkpoints(), db.Retry()
 	})
+}
+
+func TestAudienceConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	audiencetest.Run(t, func(t *testing.T) audience.Store {
+		db, _ := freshDB(t, p)
+		return db.Audiences()
+	}, nil)
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/heraldhq/herald/audience"
+	"github.com/heraldhq/herald/audience/audiencetest"
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/capping/cappingtest"
 	"github.com/heraldhq/herald/checkpoint"
@@ -305,4 +307,14 @@ func TestCheckpointConformance(t *testing.T) {
 		require.NoError(t, err)
 		return s.Checkpoints(), s
 	})
+}
+
+func TestAudienceConformance(t *testing.T) {
+	t.Parallel()
+	c := client(t)
+	audiencetest.Run(t, func(t *testing.T) audience.Store {
+		s, err := redisstore.New(context.Background(), c, &redisstore.Config{Prefix: newPrefix(t, c)})
+		require.NoError(t, err)
+		return s.Audiences()
+	}, nil)
 }
