@@ -3,11 +3,16 @@ package campaign_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/campaign"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/push"
@@ -62,4 +67,110 @@ func BenchmarkFanOut(b *testing.B) {
 	close(stop)
 	b.ReportMetric(float64(b.N)/el.Seconds(), "recipients/s")
 	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
+}
+
+// BenchmarkDrain runs a campaign at a set rate for a while on the
+// embedded store, delivering to a recording provider, while 8 producers
+// send transactional messages; it reports the achieved delivery rate
+// against the set one (pacing), and transactional Send latency with the
+// campaign draining beside a baseline without it, measured in the same
+// run.
+//
+//	go test -run '^$' -bench Drain -benchtime 1x ./campaign/  (HERALD_DRAIN_SECONDS, default 20)
+func BenchmarkDrain(b *testing.B) {
+	secs := 20
+	if s, err := strconv.Atoi(os.Getenv("HERALD_DRAIN_SECONDS")); err == nil && s > 0 {
+		secs = s
+	}
+	const perSecond = 1000
+	for range b.N {
+		base := sendLatencies(b, 0, secs, perSecond)
+		with := sendLatencies(b, 1, secs, perSecond)
+		b.ReportMetric(with.rate/perSecond, "delivered/set")
+		b.ReportMetric(float64(base.p99.Microseconds())/1000, "send-p99-ms-alone")
+		b.ReportMetric(float64(with.p99.Microseconds())/1000, "send-p99-ms-with-campaign")
+		b.ReportMetric(float64(with.p50.Microseconds())/1000, "send-p50-ms-with-campaign")
+	}
+}
+
+type drainResult struct {
+	rate     float64
+	p50, p99 time.Duration
+}
+
+// sendLatencies measures transactional Send latency for secs seconds,
+// with a campaign of secs*perSecond recipients draining beside it when
+// campaigns is 1.
+func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainResult {
+	b.Helper()
+	db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	rec := pushtest.NewRecorder(push.APNs)
+	d, err := fanoutDispatcher(db, rec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := d.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer d.Stop(ctx)
+	var res drainResult
+	done := make(chan struct{})
+	n := int(perSecond) * secs
+	if campaigns > 0 {
+		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": numbered{n}}, PageSize: 100})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := crashCampaign()
+		c.Key, c.PerSecond = "drain", perSecond
+		if _, err := r.Create(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+		go func() { _ = r.Run(ctx, c.Key) }()
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	stop := time.Now().Add(time.Duration(secs) * time.Second)
+	var wg sync.WaitGroup
+	for p := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				m := herald.Message{IdempotencyKey: fmt.Sprintf("tx-%d-%d", p, i), User: "u", Transactional: true,
+					Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{Token: "t", Notification: push.Notification{Title: "code"}}}}
+				t0 := time.Now()
+				if _, err := d.Send(ctx, m); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	start := time.Now()
+	wg.Wait()
+	close(done)
+	if campaigns > 0 {
+		camp := 0
+		for _, m := range rec.Sent() {
+			if m.Token != "t" {
+				camp++
+			}
+		}
+		res.rate = float64(camp) / time.Since(start).Seconds()
+	}
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	return res
 }
