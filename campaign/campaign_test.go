@@ -336,3 +336,64 @@ func TestStoredAudience(t *testing.T) {
 	require.Len(t, kit.Push[push.APNs].Sent(), 1198)
 	kit.RequireNotSent(t, "spring-sale/vip-0003/push")
 }
+
+// A workspace-wide marketing limit is shared FIFO: the older campaign
+// drains first, the younger waits behind it.
+func TestTheMarketingLimitIsSharedFIFO(t *testing.T) {
+	t.Parallel()
+	db, err := embedded.Open(filepath.Join(t.TempDir(), "herald.db"), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	kit := heraldtest.New(t, &heraldtest.Options{Store: db.Retry()})
+	r, err := campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Now: kit.Clock.Now, PageSize: 100,
+		MarketingPerSecond: 4000, Audiences: map[string]campaign.Iterator{"all": numbered{1000}}})
+	require.NoError(t, err)
+	ctx := context.Background()
+	older, younger := spring("all"), spring("all")
+	older.Key, younger.Key = "older", "younger"
+	older.Content.Email, younger.Content.Email = nil, nil
+	_, err = r.Create(ctx, older)
+	require.NoError(t, err)
+	kit.Clock.Advance(time.Second)
+	_, err = r.Create(ctx, younger)
+	require.NoError(t, err)
+	olderDone := make(chan error, 1)
+	go func() { olderDone <- r.Run(ctx, "older") }()
+	require.Eventually(t, func() bool { st, _ := r.Status(ctx, "older"); return st.Recipients > 0 }, 5*time.Second, time.Millisecond)
+	youngerDone := make(chan error, 1)
+	go func() { youngerDone <- r.Run(ctx, "younger") }() // arrives while the older drains
+	require.NoError(t, <-olderDone)
+	st, _ := r.Status(ctx, "younger")
+	t.Logf("when the older campaign finished, the younger had read %d of 1000", st.Recipients)
+	require.Less(t, st.Recipients, 500, "the younger campaign waited behind the older one")
+	require.NoError(t, <-youngerDone)
+}
+
+// What an older campaign leaves of the marketing limit (it paces itself
+// below it) goes to younger ones.
+func TestTheMarketingLimitLeavesTheRestToYoungerCampaigns(t *testing.T) {
+	t.Parallel()
+	db, err := embedded.Open(filepath.Join(t.TempDir(), "herald.db"), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	kit := heraldtest.New(t, &heraldtest.Options{Store: db.Retry()})
+	r, err := campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Now: kit.Clock.Now, PageSize: 100,
+		MarketingPerSecond: 4000, Audiences: map[string]campaign.Iterator{"all": numbered{1000}, "few": numbered{500}}})
+	require.NoError(t, err)
+	ctx := context.Background()
+	slow, fast := spring("all"), spring("few")
+	slow.Key, fast.Key = "slow", "fast"
+	slow.Content.Email, fast.Content.Email = nil, nil
+	slow.PerSecond = 1000 // a second in all, far below the shared 4,000/s
+	_, err = r.Create(ctx, slow)
+	require.NoError(t, err)
+	kit.Clock.Advance(time.Second)
+	_, err = r.Create(ctx, fast)
+	require.NoError(t, err)
+	slowDone := make(chan error, 1)
+	go func() { slowDone <- r.Run(ctx, "slow") }()
+	require.NoError(t, r.Run(ctx, "fast"))
+	st, _ := r.Status(ctx, "slow")
+	require.Less(t, st.Recipients, 1000, "the younger campaign finished while the older one was still pacing itself")
+	require.NoError(t, <-slowDone)
+}

@@ -34,6 +34,12 @@ type Config struct {
 	// PageSize is the most recipients read (and messages enqueued) per
 	// checkpoint. Default 500.
 	PageSize int
+	// MarketingPerSecond, when set, is a workspace-wide limit on the
+	// messages all this runner's campaigns enqueue per second, shared in
+	// FIFO order (Braze's rule): while an older campaign waits for the
+	// limit, younger ones wait behind it. Transactional messages are
+	// never counted (they do not go through campaigns).
+	MarketingPerSecond float64
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -44,6 +50,9 @@ type Runner struct {
 
 	mu        sync.Mutex
 	cancelled map[string]bool // campaigns whose waiting messages are refused
+
+	marketing *rate.Limiter // nil: no workspace-wide limit
+	line      fifo
 }
 
 // New returns a runner.
@@ -53,6 +62,12 @@ func New(cfg *Config) (*Runner, error) {
 	}
 	r := &Runner{cfg: *cfg, cancelled: map[string]bool{}}
 	r.cfg.PageSize = cmp.Or(r.cfg.PageSize, 500)
+	if r.cfg.MarketingPerSecond < 0 {
+		return nil, errors.New("campaign: New: MarketingPerSecond is negative")
+	}
+	if r.cfg.MarketingPerSecond > 0 {
+		r.marketing = rate.NewLimiter(rate.Limit(r.cfg.MarketingPerSecond), r.cfg.PageSize)
+	}
 	if r.cfg.Logger == nil {
 		r.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -183,6 +198,11 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	var place *member // in the marketing limit's line
+	if r.marketing != nil {
+		place = r.line.join(st.Created)
+		defer r.line.leave(place)
+	}
 	for !st.FanoutDone {
 		switch st.State {
 		case Paused, Cancelled:
@@ -196,8 +216,11 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		for i := range rs {
 			msgs = append(msgs, tpl.messages(c, &rs[i])...)
 		}
-		for n := len(msgs); n > 0; n -= lim.Burst() {
-			if err := lim.WaitN(ctx, min(n, lim.Burst())); err != nil {
+		if err := r.paceOwn(ctx, lim, len(msgs), place); err != nil {
+			return err
+		}
+		if place != nil {
+			if err := r.line.take(ctx, place, r.marketing, len(msgs)); err != nil {
 				return err
 			}
 		}
@@ -476,4 +499,145 @@ func (r *Runner) Progress(ctx context.Context, key string, outbox *tracking.Outb
 		p.ExpectedFinish = now.Add(time.Duration(float64(p.Size-st.Recipients) / p.Rate * float64(time.Second)))
 	}
 	return p, nil
+}
+
+// paceOwn waits for the campaign's own rate; while it truly waits, it
+// leaves the marketing limit to younger campaigns.
+func (r *Runner) paceOwn(ctx context.Context, lim *rate.Limiter, n int, place *member) error {
+	for ; n > 0; n -= lim.Burst() {
+		res := lim.ReserveN(time.Now(), min(n, lim.Burst()))
+		if !res.OK() {
+			return errors.New("campaign: rate limiter refused a reservation")
+		}
+		d := res.Delay()
+		if d <= 0 {
+			continue
+		}
+		if place != nil {
+			r.line.pace(place, true)
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			res.Cancel()
+			if place != nil {
+				r.line.pace(place, false)
+			}
+			return ctx.Err()
+		}
+		if place != nil {
+			r.line.pace(place, false)
+		}
+	}
+	return nil
+}
+
+// waitTokens waits for n tokens of lim, a burst at a time.
+func waitTokens(ctx context.Context, lim *rate.Limiter, n int) error {
+	for ; n > 0; n -= lim.Burst() {
+		if err := lim.WaitN(ctx, min(n, lim.Burst())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fifo orders the campaigns sharing the marketing limit: a campaign
+// takes from it only while every older running campaign is pacing
+// itself (waiting on its own rate) or done, so the oldest drains first
+// and younger ones get what it leaves.
+type fifo struct {
+	mu      sync.Mutex
+	seq     uint64
+	members map[*member]bool
+	changed chan struct{}
+}
+
+type member struct {
+	created time.Time
+	seq     uint64
+	paced   bool // waiting on its own rate: it leaves the limit to others
+}
+
+func (m *member) older(o *member) bool {
+	if !m.created.Equal(o.created) {
+		return m.created.Before(o.created)
+	}
+	return m.seq < o.seq
+}
+
+func (f *fifo) notify() {
+	if f.changed != nil {
+		close(f.changed)
+	}
+	f.changed = make(chan struct{})
+}
+
+func (f *fifo) join(created time.Time) *member {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.members == nil {
+		f.members = map[*member]bool{}
+	}
+	f.seq++
+	m := &member{created: created, seq: f.seq}
+	f.members[m] = true
+	f.notify()
+	return m
+}
+
+func (f *fifo) leave(m *member) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.members, m)
+	f.notify()
+}
+
+func (f *fifo) pace(m *member, paced bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m.paced = paced
+	f.notify()
+}
+
+// take takes n tokens of the shared limiter for m: at once (waiting as
+// long as needed) when m is the oldest running campaign; otherwise only
+// tokens that are there now, while every older one is pacing itself, so a
+// younger campaign never delays an older one.
+func (f *fifo) take(ctx context.Context, m *member, lim *rate.Limiter, n int) error {
+	for {
+		f.mu.Lock()
+		oldest, olderConsuming := true, false
+		for o := range f.members {
+			if o != m && o.older(m) {
+				oldest = false
+				olderConsuming = olderConsuming || !o.paced
+			}
+		}
+		if f.changed == nil {
+			f.changed = make(chan struct{})
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		if oldest {
+			return waitTokens(ctx, lim, n)
+		}
+		if !olderConsuming && lim.AllowN(time.Now(), min(n, lim.Burst())) {
+			if n -= lim.Burst(); n <= 0 {
+				return nil
+			}
+			continue
+		}
+		t := time.NewTimer(2 * time.Millisecond)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+	}
 }
