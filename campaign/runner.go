@@ -40,8 +40,8 @@ type Config struct {
 	// limit, younger ones wait behind it. Transactional messages are
 	// never counted (they do not go through campaigns).
 	MarketingPerSecond float64
-	Logger   *slog.Logger
-	Now      func() time.Time
+	Logger             *slog.Logger
+	Now                func() time.Time
 }
 
 // Runner creates campaigns and fans them out.
