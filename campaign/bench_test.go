@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,6 +68,24 @@ func BenchmarkFanOut(b *testing.B) {
 	close(stop)
 	b.ReportMetric(float64(b.N)/el.Seconds(), "recipients/s")
 	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
+	if hwm := peakRSS(); hwm > 0 {
+		b.ReportMetric(hwm, "peak-RSS-MB")
+	}
+}
+
+// peakRSS reads the process's high-water resident set (Linux), in MB.
+func peakRSS() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
 }
 
 // BenchmarkDrain runs a campaign at a set rate for a while on the
