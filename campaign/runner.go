@@ -49,7 +49,7 @@ type Runner struct {
 	cfg Config
 
 	mu        sync.Mutex
-	cancelled map[string]bool // campaigns whose waiting messages are refused
+	cancelled map[string]cancelState // what Eligible last read of each campaign
 
 	marketing *rate.Limiter // nil: no workspace-wide limit
 	line      fifo
@@ -60,7 +60,7 @@ func New(cfg *Config) (*Runner, error) {
 	if cfg == nil || cfg.Dispatcher == nil || cfg.Store == nil {
 		return nil, errors.New("campaign: New: Config.Dispatcher and Config.Store are required")
 	}
-	r := &Runner{cfg: *cfg, cancelled: map[string]bool{}}
+	r := &Runner{cfg: *cfg, cancelled: map[string]cancelState{}}
 	r.cfg.PageSize = cmp.Or(r.cfg.PageSize, 500)
 	if r.cfg.MarketingPerSecond < 0 {
 		return nil, errors.New("campaign: New: MarketingPerSecond is negative")
@@ -146,10 +146,20 @@ func (r *Runner) Cancel(ctx context.Context, key string) error {
 		return err
 	}
 	r.mu.Lock()
-	r.cancelled[key] = true
+	r.cancelled[key] = cancelState{cancelled: true, at: time.Now()}
 	r.mu.Unlock()
 	return nil
 }
+
+// cancelState is a campaign's cancellation as Eligible last read it. A
+// cancellation is final and kept; "not cancelled" is read again after
+// cancelRecheck, so a cancel by another process takes effect here too.
+type cancelState struct {
+	cancelled bool
+	at        time.Time
+}
+
+const cancelRecheck = 2 * time.Second
 
 // Eligible refuses the messages of cancelled campaigns. Wire it into
 // herald.Config.Eligible (with the host's own predicate, if any).
@@ -160,16 +170,16 @@ func (r *Runner) Eligible(ctx context.Context, m *herald.Message) (bool, string)
 	r.mu.Lock()
 	c, known := r.cancelled[m.Campaign]
 	r.mu.Unlock()
-	if !known {
+	if !known || (!c.cancelled && time.Since(c.at) > cancelRecheck) {
 		rec, err := r.cfg.Store.Get(ctx, m.Campaign)
-		c = err == nil && rec.State == Cancelled
-		if err == nil {
+		if err == nil || errors.Is(err, checkpoint.ErrNotFound) { // not a campaign of this runner's: never cancelled here
+			c = cancelState{cancelled: err == nil && rec.State == Cancelled, at: time.Now()}
 			r.mu.Lock()
 			r.cancelled[m.Campaign] = c
 			r.mu.Unlock()
 		}
 	}
-	if c {
+	if c.cancelled {
 		return false, "campaign cancelled"
 	}
 	return true, ""
