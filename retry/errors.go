@@ -49,12 +49,6 @@ func (e *ConflictError) Error() string {
 // Unwrap returns ErrConflict.
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
-// Conflicts reports whether a job with digest d collides with a key
-// recorded with digest recorded: both set and different. Stores use it;
-// a job or key without a digest never conflicts (keys recorded before
-// digests existed stay plain duplicates).
-func Conflicts(recorded, d string) bool { return recorded != "" && d != "" && recorded != d }
-
 // ValidationError says which field of which job was refused.
 type ValidationError struct {
 	Index  int    // position in a batch (0 for a single enqueue)

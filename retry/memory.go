@@ -466,26 +466,3 @@ func (a *statsAcc) result() []LaneStats {
 	})
 	return out
 }
-
-// StatsRow is one aggregate row a store feeds to BuildStats: n jobs of a
-// lane in a state, the oldest of which has RunAt oldestRunAt.
-type StatsRow struct {
-	Lane        string
-	State       State
-	OldestRunAt time.Time
-	Count       int
-}
-
-// BuildStats assembles LaneStats from aggregate rows, so every store
-// counts the same way. paused lists the paused lanes. Rows for scheduled
-// jobs must be split by whether RunAt is after now.
-func BuildStats(now time.Time, rows []StatsRow, paused []string) []LaneStats {
-	acc := &statsAcc{now: now, byLane: map[string]*LaneStats{}}
-	for _, p := range paused {
-		acc.lane(p).Paused = true
-	}
-	for _, r := range rows {
-		acc.add(r.Lane, r.State, r.OldestRunAt, r.Count)
-	}
-	return acc.result()
-}

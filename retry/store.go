@@ -1,9 +1,7 @@
 package retry
 
 import (
-	"cmp"
 	"context"
-	"slices"
 	"time"
 )
 
@@ -166,43 +164,6 @@ func containsState(states []State, s State) bool {
 		}
 	}
 	return false
-}
-
-// SortClaimed puts jobs in claim order: Priority descending, then RunAt,
-// then ID. Stores whose claim query returns rows in any order use it.
-func SortClaimed(jobs []*Job) {
-	slices.SortFunc(jobs, func(a, b *Job) int {
-		if a.Priority != b.Priority {
-			return cmp.Compare(b.Priority, a.Priority)
-		}
-		if c := a.RunAt.Compare(b.RunAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
-}
-
-// Apply changes j as outcome o says; it is the reference for what an
-// Outcome means, for stores to use. It does not check the lease.
-func (o *Outcome) Apply(j *Job) {
-	j.State = o.State
-	j.UpdatedAt = o.At
-	j.Skipped = o.Skip && o.State == StateCompleted
-	if o.Error != "" {
-		j.LastError = o.Error
-	}
-	if o.Uncount && j.Attempt > 0 {
-		j.Attempt--
-	}
-	switch o.State {
-	case StateScheduled:
-		j.RunAt = o.RunAt
-	case StateAvailable:
-		j.RunAt = o.At
-	case StateCompleted, StateDead, StateExpired:
-		j.FinishedAt = o.At
-	}
-	j.LeaseUntil = time.Time{}
 }
 
 // LaneStats is the state of one lane.
