@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -214,8 +213,8 @@ func run(n int, rate float64) error {
 	if got := len(apnsFake.Delivered()) + len(smtpFake.Messages()); got != p.Counts[tracking.Sent] {
 		return fmt.Errorf("the providers received %d messages, the journal says %d were sent", got, p.Counts[tracking.Sent])
 	}
-	if !slices.Contains([]bool{true}, p.FanoutDone) {
-		return fmt.Errorf("fan-out not done")
+	if !p.FanoutDone || p.Recipients != n {
+		return fmt.Errorf("fan-out read %d of %d recipients", p.Recipients, n)
 	}
 	return nil
 }
