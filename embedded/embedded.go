@@ -362,6 +362,21 @@ CREATE TABLE audience_uploads (
 	PRIMARY KEY (audience, upload_id)
 ) WITHOUT ROWID;
 `,
+	// 9: the Inbox: items by user, newest first.
+	`
+CREATE TABLE inbox_items (
+	user        TEXT    NOT NULL,
+	id          TEXT    NOT NULL,
+	created     INTEGER NOT NULL,
+	expires     INTEGER NOT NULL,
+	read_at     INTEGER NOT NULL,
+	seen_at     INTEGER NOT NULL,
+	archived_at INTEGER NOT NULL,
+	content     BLOB    NOT NULL,
+	PRIMARY KEY (user, id)
+) WITHOUT ROWID;
+CREATE INDEX inbox_items_feed ON inbox_items (user, created DESC, id DESC);
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

@@ -17,6 +17,8 @@ import (
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/inbox"
+	"github.com/heraldhq/herald/inbox/inboxtest"
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/retry/storetest"
@@ -218,5 +220,13 @@ func TestAudienceConformance(t *testing.T) {
 			require.NoError(t, s.Close())
 			return openDB(t, path).Audiences()
 		},
+	})
+}
+
+func TestInboxConformance(t *testing.T) {
+	t.Parallel()
+	inboxtest.Run(t, func(t *testing.T) (inbox.Store, retry.Store) {
+		db := openDB(t, filepath.Join(t.TempDir(), "herald.db"))
+		return db.Inbox(), db.Retry()
 	})
 }
