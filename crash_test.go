@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/apns"
@@ -63,6 +64,7 @@ func dispatcherFor(dir, apnsAt string, db *embedded.DB) (*herald.Dispatcher, err
 	}
 	return herald.New(&herald.Config{
 		Store:         db.Retry(),
+		Inbox:         db.Inbox(),
 		Push:          map[push.Provider]push.Sender{push.APNs: c},
 		Transactional: retry.LaneConfig{Concurrency: 8},
 		Queue:         retry.Config{PollInterval: 5 * time.Millisecond},
@@ -115,7 +117,8 @@ func dispatchChild(dir string) int {
 func crashMessage(key string) herald.Message {
 	return herald.Message{IdempotencyKey: key, User: "u-" + key, Transactional: true, TTL: time.Hour,
 		Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{
-			Token: pushtest.DeviceToken(key), Notification: push.Notification{Title: "Order", Data: map[string]string{"k": key}}}}}
+			Token: pushtest.DeviceToken(key), Notification: push.Notification{Title: "Order", Data: map[string]string{"k": key}}}},
+		Inbox: &herald.InboxItem{Title: "Order", Body: key}}
 }
 
 // Accepted means durable, through the whole Dispatcher: after SIGKILLs at
@@ -133,7 +136,7 @@ func TestDispatcherCrashLosesNothing(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "key.p8"), p8.Bytes(), 0o600))
 	apnsAt := fake.URL() + " " + keyID + " " + teamID
 
-	const rounds = 8
+	const rounds = 10
 	inFlight := 0
 	for round := range rounds {
 		multiproc.KillAtRandom(t, []string{dispatchChildEnv + "=" + dir, dispatchRoundEnv + "=" + strconv.Itoa(round),
@@ -189,8 +192,21 @@ func TestDispatcherCrashLosesNothing(t *testing.T) {
 	for _, n := range deliveries {
 		repeats += n - 1
 	}
-	t.Logf("kills=%d accepted=%d delivered=%d lost=%d repeats=%d in_flight_at_kills=%d",
-		rounds, acked, len(deliveries), lost, repeats, inFlight)
+	// Every accepted message is in its user's Inbox, exactly once.
+	inboxed := 0
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		key := strings.TrimSpace(line)
+		if !strings.HasSuffix(line, "\n") || key == "" {
+			continue
+		}
+		feed, _, err := db.Inbox().Feed(ctx, "u-"+key, inbox.Query{Now: time.Now()})
+		require.NoError(t, err)
+		require.Len(t, feed, 1, "the Inbox of %s", key)
+		require.Equal(t, key, feed[0].ID)
+		inboxed++
+	}
+	t.Logf("kills=%d accepted=%d delivered=%d lost=%d repeats=%d in_flight_at_kills=%d inbox=%d",
+		rounds, acked, len(deliveries), lost, repeats, inFlight, inboxed)
 	require.Zero(t, lost)
 	require.LessOrEqual(t, repeats, inFlight, "repeats are bounded by the messages in flight at the kills")
 	require.Greater(t, acked, 10*rounds, "the children did too little work to mean anything")

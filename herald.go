@@ -13,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/sms"
@@ -68,6 +69,13 @@ type Config struct {
 	// one-click link to Unsubscribe.BaseURL (mount Unsubscribe.Handler
 	// there), made at send time.
 	Unsubscribe *eligibility.Links
+
+	// Inbox keeps the Inbox items of messages with an InboxItem: the
+	// Store's Inbox (embedded.DB.Inbox() on the same file), so items and
+	// jobs are one write. InboxRetention is how long an item without an
+	// Expires is kept. Default 30 days.
+	Inbox          inbox.Store
+	InboxRetention time.Duration
 
 	// Breaker tunes each route's circuit breaker.
 	Breaker BreakerConfig
@@ -155,6 +163,7 @@ func (c *Config) defaults() error {
 	if c.Unsubscribe != nil && (!strings.HasPrefix(c.Unsubscribe.BaseURL, "https://") || c.Unsubscribe.Key.IsZero()) {
 		return errors.New("Config.Unsubscribe needs an https BaseURL (RFC 8058) and a Key")
 	}
+	c.InboxRetention = cmp.Or(c.InboxRetention, 30*24*time.Hour)
 	c.Transactional.Concurrency = cmp.Or(c.Transactional.Concurrency, 8)
 	c.Campaign.Concurrency = cmp.Or(c.Campaign.Concurrency, 4)
 	return nil

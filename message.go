@@ -158,6 +158,19 @@ type Message struct {
 	Push  *PushMessage   `json:",omitempty"`
 	Email *email.Message `json:",omitempty"`
 	SMS   *sms.Message   `json:",omitempty"`
+	// Inbox, when set, also puts the message in the user's Inbox
+	// (Config.Inbox), written in the same durable write that accepts it:
+	// a provider or tracking outage, or a crash, never leaves the Inbox
+	// without it. A message with Inbox and no channel is Inbox-only.
+	Inbox *InboxItem `json:",omitempty"`
+}
+
+// InboxItem is what a message shows in the Inbox.
+type InboxItem struct {
+	Title, Body string
+	Data        map[string]string
+	// Expires removes the item; zero: Config.InboxRetention from now.
+	Expires time.Time
 }
 
 // PushMessage is a push notification and the provider that carries it.

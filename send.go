@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/email"
+	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/sms"
@@ -64,7 +65,9 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 		return nil, nil
 	}
 	now := d.cfg.Now()
-	ps := make([]retry.EnqueueParams, len(ms))
+	ps := make([]retry.EnqueueParams, 0, len(ms))
+	jobOf := make([]int, len(ms)) // index in ps, or -1 for an Inbox-only message
+	var items []inbox.Item
 	for i := range ms {
 		p, err := d.prepare(&ms[i], now)
 		if err != nil {
@@ -73,14 +76,32 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 			}
 			return nil, err
 		}
-		ps[i] = p
+		jobOf[i] = -1
+		if ms[i].Channel() != "" {
+			jobOf[i] = len(ps)
+			ps = append(ps, p)
+		}
+		if ms[i].Inbox != nil {
+			items = append(items, d.inboxItem(&ms[i], now))
+		}
+	}
+	e := tx
+	if e == nil {
+		e = d.cfg.Store
+	}
+	if len(items) > 0 {
+		// The Inbox items go in the same durable write as the jobs.
+		e = d.cfg.Inbox.Enqueuer(e, items)
 	}
 	var rs []retry.EnqueueResult
 	var err error
-	if tx != nil {
-		rs, err = d.queue.EnqueueTx(ctx, tx, ps)
-	} else {
+	switch {
+	case len(ps) == 0:
+		_, err = e.Enqueue(ctx, nil, now) // Inbox-only messages
+	case tx == nil && len(items) == 0:
 		rs, err = d.queue.EnqueueBatch(ctx, ps)
+	default:
+		rs, err = d.queue.EnqueueTx(ctx, e, ps)
 	}
 	if err != nil {
 		var ce *retry.ConflictError
@@ -96,14 +117,30 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 		}
 		return nil, fmt.Errorf("%w: %w", ErrNotAccepted, err)
 	}
-	out := make([]Result, len(rs))
-	for i, r := range rs {
+	out := make([]Result, len(ms))
+	for i := range ms {
+		if jobOf[i] < 0 {
+			continue // in the Inbox only: no job
+		}
+		r := rs[jobOf[i]]
 		out[i] = Result{ID: r.ID, Duplicate: r.Duplicate}
 		if !r.Duplicate {
 			d.track(ctx, &ms[i], tracking.Accepted, now, 0, nil)
 		}
 	}
 	return out, nil
+}
+
+// inboxItem is a message's Inbox item: its ID the message's key, kept
+// until the item's Expires, or Config.InboxRetention.
+func (d *Dispatcher) inboxItem(m *Message, now time.Time) inbox.Item {
+	in := m.Inbox
+	exp := in.Expires
+	if exp.IsZero() {
+		exp = now.Add(d.cfg.InboxRetention)
+	}
+	return inbox.Item{ID: m.IdempotencyKey, User: m.User, Title: in.Title, Body: in.Body, Data: in.Data,
+		Category: m.Category, Campaign: m.Campaign, Created: now, Expires: exp}
 }
 
 // prepare validates m and builds its job.
@@ -205,8 +242,22 @@ func (d *Dispatcher) checkChannel(m *Message) error {
 		if err := validate(m.SMS); err != nil {
 			return refuse("SMS", "refused by the sender", err)
 		}
-	default:
-		return refuse("Push/Email/SMS", "set exactly one channel", nil)
+	case "":
+		if m.Inbox == nil || m.Push != nil || m.Email != nil || m.SMS != nil {
+			return refuse("Push/Email/SMS", "set exactly one channel (or only Inbox)", nil)
+		}
+	}
+	if m.Inbox != nil {
+		switch {
+		case d.cfg.Inbox == nil:
+			return refuse("Inbox", "no Inbox store configured (Config.Inbox)", nil)
+		case m.User == "":
+			return refuse("User", "required for an Inbox item (whose feed it goes to)", nil)
+		case len(m.Inbox.Title)+len(m.Inbox.Body) > 4096:
+			return refuse("Inbox", "title and body over 4,096 bytes", nil)
+		case len(m.Inbox.Data) > 64:
+			return refuse("Inbox.Data", "over 64 keys", nil)
+		}
 	}
 	return nil
 }
@@ -215,6 +266,9 @@ func (d *Dispatcher) checkChannel(m *Message) error {
 // canonical message (encoding/json sorts map keys) kept with its key, so
 // the same key with other content is a conflict, and its deadline.
 func (d *Dispatcher) job(m *Message, now time.Time) (retry.EnqueueParams, error) {
+	if m.Channel() == "" {
+		return retry.EnqueueParams{}, nil // Inbox only: no job
+	}
 	payload, err := json.Marshal(m)
 	if err != nil {
 		return retry.EnqueueParams{}, refuse("message", "cannot be encoded", err)
