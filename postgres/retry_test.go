@@ -23,6 +23,8 @@ import (
 	"github.com/heraldhq/herald/checkpoint/checkpointtest"
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/eligibility/eligibilitytest"
+	"github.com/heraldhq/herald/inbox"
+	"github.com/heraldhq/herald/inbox/inboxtest"
 	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/postgres"
@@ -387,4 +389,13 @@ func TestAudienceConformance(t *testing.T) {
 		db, _ := freshDB(t, p)
 		return db.Audiences()
 	}, nil)
+}
+
+func TestInboxConformance(t *testing.T) {
+	t.Parallel()
+	p := pool(t)
+	inboxtest.Run(t, func(t *testing.T) (inbox.Store, retry.Store) {
+		db, _ := freshDB(t, p)
+		return db.Inbox(), db.Retry()
+	})
 }
