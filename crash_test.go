@@ -263,6 +263,7 @@ func cappedDispatcher(dir, apnsAt string, db *embedded.DB, tracker tracking.Trac
 	}
 	return herald.New(&herald.Config{
 		Store:   db.Retry(),
+		Inbox:   db.Inbox(),
 		Push:    map[push.Provider]push.Sender{push.APNs: c},
 		Limiter: limiter,
 		Tracker: tracker,
