@@ -151,6 +151,8 @@ var scripts = func() map[string]*redis.Script {
 	enq := strings.TrimSpace(bodies["enqueue"])
 	enq = strings.TrimSuffix(enq, "return out")
 	out["checkpoint"] = redis.NewScript(common + checkpointPrologue + enq + checkpointEpilogue)
+	// inbox is enqueue with Inbox items written in the same script.
+	out["inbox"] = redis.NewScript(common + "local nj = tonumber(ARGV[1])\nlocal ib = 2 + nj * 14\n" + enq + inboxEpilogue)
 	return out
 }()
 
@@ -161,6 +163,22 @@ local nj = tonumber(ARGV[1])
 local cb = 2 + nj * 14
 local ck = p .. 'ck:' .. ARGV[cb]
 if redis.call('EXISTS', ck) == 0 then return redis.error_reply('checkpoint: not found') end
+`
+
+// The inbox script's extra arguments follow the jobs: the number of
+// items, then per item its user, ID, feed member and JSON. An item
+// already there (by user and ID) is left as it is.
+const inboxEpilogue = `
+local ni = tonumber(ARGV[ib])
+for i = 0, ni - 1 do
+  local b = ib + 1 + i * 4
+  local user, id, member, data = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3]
+  if redis.call('HSETNX', p .. 'inbox:' .. user .. ':items', id, data) == 1 then
+    redis.call('ZADD', p .. 'inbox:' .. user .. ':feed', 0, member)
+    redis.call('HSET', p .. 'inbox:' .. user .. ':members', id, member)
+  end
+end
+return out
 `
 
 const checkpointEpilogue = `

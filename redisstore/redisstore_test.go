@@ -25,6 +25,8 @@ import (
 	"github.com/heraldhq/herald/checkpoint/checkpointtest"
 	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/eligibility/eligibilitytest"
+	"github.com/heraldhq/herald/inbox"
+	"github.com/heraldhq/herald/inbox/inboxtest"
 	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/internal/storereg"
 	"github.com/heraldhq/herald/redisstore"
@@ -317,4 +319,14 @@ func TestAudienceConformance(t *testing.T) {
 		require.NoError(t, err)
 		return s.Audiences()
 	}, nil)
+}
+
+func TestInboxConformance(t *testing.T) {
+	t.Parallel()
+	c := client(t)
+	inboxtest.Run(t, func(t *testing.T) (inbox.Store, retry.Store) {
+		s, err := redisstore.New(context.Background(), c, &redisstore.Config{Prefix: newPrefix(t, c)})
+		require.NoError(t, err)
+		return s.Inbox(), s
+	})
 }
