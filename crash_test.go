@@ -44,6 +44,22 @@ const (
 // dispatcherFor builds the Dispatcher of a crash-test process: apnsAt is
 // "url keyID teamID" of the fake, whose certificate and key are in dir.
 func dispatcherFor(dir, apnsAt string, db *embedded.DB) (*herald.Dispatcher, error) {
+	c, err := crashAPNs(dir, apnsAt)
+	if err != nil {
+		return nil, err
+	}
+	return herald.New(&herald.Config{
+		Store:         db.Retry(),
+		Inbox:         db.Inbox(),
+		Push:          map[push.Provider]push.Sender{push.APNs: c},
+		Transactional: retry.LaneConfig{Concurrency: 8},
+		Queue:         retry.Config{PollInterval: 5 * time.Millisecond},
+	})
+}
+
+// crashAPNs is the APNs client of a crash-test process: apnsAt is "url
+// keyID teamID" of the fake, whose certificate and key are in dir.
+func crashAPNs(dir, apnsAt string) (*apns.Client, error) {
 	cert, err := os.ReadFile(filepath.Join(dir, "apns.pem"))
 	if err != nil {
 		return nil, err
@@ -58,17 +74,7 @@ func dispatcherFor(dir, apnsAt string, db *embedded.DB) (*herald.Dispatcher, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(cert)
-	c, err := apns.New(&apns.Config{Topic: topic, Host: f[0], KeyID: f[1], TeamID: f[2], AuthKey: p8, TLSConfig: &tls.Config{RootCAs: pool}})
-	if err != nil {
-		return nil, err
-	}
-	return herald.New(&herald.Config{
-		Store:         db.Retry(),
-		Inbox:         db.Inbox(),
-		Push:          map[push.Provider]push.Sender{push.APNs: c},
-		Transactional: retry.LaneConfig{Concurrency: 8},
-		Queue:         retry.Config{PollInterval: 5 * time.Millisecond},
-	})
+	return apns.New(&apns.Config{Topic: topic, Host: f[0], KeyID: f[1], TeamID: f[2], AuthKey: p8, TLSConfig: &tls.Config{RootCAs: pool}})
 }
 
 func dispatchChild(dir string) int {
@@ -246,18 +252,7 @@ func cappedDispatcher(dir, apnsAt string, db *embedded.DB, tracker tracking.Trac
 	if err != nil {
 		return nil, err
 	}
-	cert, err := os.ReadFile(filepath.Join(dir, "apns.pem"))
-	if err != nil {
-		return nil, err
-	}
-	p8, err := secret.FromFile(filepath.Join(dir, "key.p8"))
-	if err != nil {
-		return nil, err
-	}
-	f := strings.Fields(apnsAt)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(cert)
-	c, err := apns.New(&apns.Config{Topic: topic, Host: f[0], KeyID: f[1], TeamID: f[2], AuthKey: p8, TLSConfig: &tls.Config{RootCAs: pool}})
+	c, err := crashAPNs(dir, apnsAt)
 	if err != nil {
 		return nil, err
 	}

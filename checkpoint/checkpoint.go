@@ -71,14 +71,6 @@ func Created(res []retry.EnqueueResult) int {
 	return n
 }
 
-// EnqueuerFunc is a retry.Enqueuer made of a function.
-type EnqueuerFunc func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error)
-
-// Enqueue implements retry.Enqueuer.
-func (f EnqueuerFunc) Enqueue(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-	return f(ctx, jobs, since)
-}
-
 // MemoryStore keeps records in memory beside a queue store, for tests:
 // its checkpoint enqueues first and moves the record after, so it is
 // exactly-once only while the process lives. The embedded store
@@ -143,7 +135,7 @@ func (s *MemoryStore) SetState(_ context.Context, key string, state State) error
 
 // Checkpoint implements Store.
 func (s *MemoryStore) Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer {
-	return EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		if _, err := s.Get(ctx, key); err != nil {
 			return nil, err
 		}

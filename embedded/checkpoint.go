@@ -85,7 +85,7 @@ func (s *checkpointStore) SetState(ctx context.Context, key string, state checkp
 // Checkpoint implements checkpoint.Store: the jobs and the record's move
 // are one write of the group commit, undone together if either fails.
 func (s *checkpointStore) Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer {
-	return checkpoint.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		var res []retry.EnqueueResult
 		err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
 			var err error

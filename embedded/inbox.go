@@ -32,7 +32,7 @@ type inboxContent struct {
 // Enqueuer implements inbox.Store: the jobs go to this file's queue (the
 // queue passed in must be it) and the items in the same write.
 func (s *inboxStore) Enqueuer(_ retry.Enqueuer, items []inbox.Item) retry.Enqueuer {
-	return enqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		var res []retry.EnqueueResult
 		err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
 			var err error
@@ -58,12 +58,6 @@ func (s *inboxStore) Enqueuer(_ retry.Enqueuer, items []inbox.Item) retry.Enqueu
 		}
 		return res, nil
 	})
-}
-
-type enqueuerFunc func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error)
-
-func (f enqueuerFunc) Enqueue(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-	return f(ctx, jobs, since)
 }
 
 const inboxCols = `user, id, created, expires, read_at, seen_at, archived_at, content`

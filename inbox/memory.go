@@ -52,7 +52,7 @@ func NewMemoryStore() *MemoryStore { return &MemoryStore{items: map[string]map[s
 // Enqueuer implements Store: the jobs first, then the items (the memory
 // store is lost on exit anyway).
 func (s *MemoryStore) Enqueuer(queue retry.Enqueuer, items []Item) retry.Enqueuer {
-	return enqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		var res []retry.EnqueueResult
 		if len(jobs) > 0 {
 			var err error
@@ -76,12 +76,6 @@ func (s *MemoryStore) Enqueuer(queue retry.Enqueuer, items []Item) retry.Enqueue
 		}
 		return res, nil
 	})
-}
-
-type enqueuerFunc func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error)
-
-func (f enqueuerFunc) Enqueue(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-	return f(ctx, jobs, since)
 }
 
 func live(it *Item, now time.Time) bool { return it.Expires.IsZero() || now.Before(it.Expires) }

@@ -70,7 +70,7 @@ func (s *checkpointStore) SetState(ctx context.Context, key string, state checkp
 // Checkpoint implements checkpoint.Store: the jobs and the row's move
 // are one transaction.
 func (s *checkpointStore) Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer {
-	return checkpoint.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		var res []retry.EnqueueResult
 		err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, `SELECT 1 FROM `+s.t+` WHERE key = $1 FOR UPDATE`, key)

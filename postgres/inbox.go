@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/retry"
 )
@@ -37,7 +36,7 @@ type inboxContent struct {
 // Enqueuer implements inbox.Store: jobs and items in one transaction (the
 // queue passed in must be this DB's).
 func (s *inboxStore) Enqueuer(_ retry.Enqueuer, items []inbox.Item) retry.Enqueuer {
-	return checkpoint.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		var res []retry.EnqueueResult
 		err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
 			var err error

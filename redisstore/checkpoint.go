@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -80,38 +79,12 @@ func (c *Checkpoints) SetState(ctx context.Context, key string, state checkpoint
 // Checkpoint implements checkpoint.Store: one script enqueues the jobs
 // and moves the record, or does nothing when the record does not exist.
 func (c *Checkpoints) Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer {
-	return checkpoint.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-		if err := c.s.check(ctx); err != nil {
-			return nil, err
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		res, err := c.s.enqueueWith(ctx, "checkpoint", jobs, since, key, cursor, recipients, invalid, b2s(done))
+		if err != nil && strings.Contains(err.Error(), "checkpoint: not found") {
+			return nil, checkpoint.ErrNotFound
 		}
-		args := make([]any, 0, 6+14*len(jobs))
-		args = append(args, len(jobs))
-		s := us(since)
-		for _, j := range jobs {
-			args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
-				j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), s, j.Digest, 0)
-		}
-		args = append(args, key, cursor, recipients, invalid, b2s(done))
-		v, err := c.s.run(ctx, "checkpoint", args...)
-		if err != nil {
-			if strings.Contains(err.Error(), "checkpoint: not found") {
-				return nil, checkpoint.ErrNotFound
-			}
-			return nil, err
-		}
-		arr, _ := v.([]any)
-		if len(arr) != len(jobs) {
-			return nil, fmt.Errorf("redisstore: checkpoint script returned %d results for %d jobs", len(arr), len(jobs))
-		}
-		res := make([]retry.EnqueueResult, len(jobs))
-		for i, x := range arr {
-			pair := x.([]any)
-			if pair[1].(int64) >= 2 {
-				return nil, &retry.ConflictError{Index: i, Key: jobs[i].IdempotencyKey}
-			}
-			res[i] = retry.EnqueueResult{ID: pair[0].(int64), Duplicate: pair[1].(int64) == 1}
-		}
-		return res, nil
+		return res, err
 	})
 }
 

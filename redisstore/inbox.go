@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/retry"
 )
@@ -42,49 +41,20 @@ func member(created time.Time, id string) string {
 	return fmt.Sprintf("%020d|%x|%s", math.MaxInt64-created.UnixNano(), inv, id)
 }
 
-type redisItem struct {
-	inbox.Item
-}
-
 // Enqueuer implements inbox.Store: the jobs (through this store's queue:
 // the queue passed in must be it) and the items in one script.
 func (x *Inbox) Enqueuer(_ retry.Enqueuer, items []inbox.Item) retry.Enqueuer {
-	return checkpoint.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-		if err := x.s.check(ctx); err != nil {
-			return nil, err
-		}
-		args := make([]any, 0, 2+14*len(jobs)+4*len(items))
-		args = append(args, len(jobs))
-		s := us(since)
-		for _, j := range jobs {
-			args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
-				j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), s, j.Digest, 0)
-		}
-		args = append(args, len(items))
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		extra := make([]any, 0, 1+4*len(items))
+		extra = append(extra, len(items))
 		for _, it := range items {
-			b, err := json.Marshal(redisItem{it})
+			b, err := json.Marshal(it)
 			if err != nil {
 				return nil, err
 			}
-			args = append(args, it.User, it.ID, member(it.Created, it.ID), string(b))
+			extra = append(extra, it.User, it.ID, member(it.Created, it.ID), string(b))
 		}
-		v, err := x.s.run(ctx, "inbox", args...)
-		if err != nil {
-			return nil, err
-		}
-		arr, _ := v.([]any)
-		if len(arr) != len(jobs) {
-			return nil, fmt.Errorf("redisstore: inbox script returned %d results for %d jobs", len(arr), len(jobs))
-		}
-		res := make([]retry.EnqueueResult, len(jobs))
-		for i, r := range arr {
-			pair := r.([]any)
-			if pair[1].(int64) >= 2 {
-				return nil, &retry.ConflictError{Index: i, Key: jobs[i].IdempotencyKey}
-			}
-			res[i] = retry.EnqueueResult{ID: pair[0].(int64), Duplicate: pair[1].(int64) == 1}
-		}
-		return res, nil
+		return x.s.enqueueWith(ctx, "inbox", jobs, since, extra...)
 	})
 }
 
@@ -96,11 +66,11 @@ func (x *Inbox) all(ctx context.Context, user string) ([]inbox.Item, error) {
 	}
 	out := make([]inbox.Item, 0, len(vals))
 	for _, v := range vals {
-		var it redisItem
+		var it inbox.Item
 		if err := json.Unmarshal([]byte(v), &it); err != nil {
 			return nil, err
 		}
-		out = append(out, it.Item)
+		out = append(out, it)
 	}
 	return out, nil
 }
@@ -145,12 +115,12 @@ func (x *Inbox) Feed(ctx context.Context, user string, q inbox.Query) ([]inbox.I
 			if !ok {
 				continue
 			}
-			var it redisItem
+			var it inbox.Item
 			if err := json.Unmarshal([]byte(sv), &it); err != nil {
 				return nil, "", err
 			}
-			if live(&it.Item, q.Now) && it.ArchivedAt.IsZero() != q.Archived {
-				out = append(out, it.Item)
+			if live(&it, q.Now) && it.ArchivedAt.IsZero() != q.Archived {
+				out = append(out, it)
 			}
 		}
 		start = "(" + ms[len(ms)-1]

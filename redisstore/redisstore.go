@@ -234,11 +234,7 @@ func (s *Store) enqueueNow(ctx context.Context, ops []*enqOp) error {
 	args := make([]any, 0, 1+14*n)
 	args = append(args, n)
 	for oi, o := range ops {
-		since := us(o.keysSince)
-		for _, j := range o.jobs {
-			args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
-				j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), since, j.Digest, oi)
-		}
+		args = appendJobArgs(args, o.jobs, o.keysSince, oi)
 	}
 	v, err := s.run(ctx, "enqueue", args...)
 	if err != nil {
@@ -265,6 +261,45 @@ func (s *Store) enqueueNow(ctx context.Context, ops []*enqOp) error {
 		}
 	}
 	return nil
+}
+
+// appendJobArgs appends the enqueue script's 14 arguments per job; op
+// numbers the caller's call among those a coalesced script carries.
+func appendJobArgs(args []any, jobs []*retry.Job, keysSince time.Time, op int) []any {
+	since := us(keysSince)
+	for _, j := range jobs {
+		args = append(args, j.Kind, j.Lane, int(j.State), j.Priority, us(j.RunAt), us(j.ExpiresAt), j.MaxAttempts,
+			j.IdempotencyKey, us(j.CreatedAt), us(j.UpdatedAt), string(j.Payload), since, j.Digest, op)
+	}
+	return args
+}
+
+// enqueueWith runs script, an enqueue script with more written in the
+// same script (a checkpoint's record, Inbox items), for one caller's
+// jobs followed by extra arguments, and returns the jobs' results, or a
+// *retry.ConflictError.
+func (s *Store) enqueueWith(ctx context.Context, script string, jobs []*retry.Job, keysSince time.Time, extra ...any) ([]retry.EnqueueResult, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	args := appendJobArgs(append(make([]any, 0, 1+14*len(jobs)+len(extra)), len(jobs)), jobs, keysSince, 0)
+	v, err := s.run(ctx, script, append(args, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	arr, _ := v.([]any)
+	if len(arr) != len(jobs) {
+		return nil, fmt.Errorf("redisstore: %s script returned %d results for %d jobs", script, len(arr), len(jobs))
+	}
+	res := make([]retry.EnqueueResult, len(jobs))
+	for i, x := range arr {
+		pair := x.([]any)
+		if pair[1].(int64) >= 2 {
+			return nil, &retry.ConflictError{Index: i, Key: jobs[i].IdempotencyKey}
+		}
+		res[i] = retry.EnqueueResult{ID: pair[0].(int64), Duplicate: pair[1].(int64) == 1}
+	}
+	return res, nil
 }
 
 var fields = []string{"kind", "lane", "state", "priority", "run_at", "expires_at", "max_attempts", "attempt",

@@ -114,6 +114,15 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, jobs []*Job, keysSince time.Time) ([]EnqueueResult, error)
 }
 
+// EnqueuerFunc is an Enqueuer made of a function: a store's Enqueuer that
+// writes more in the same write (a campaign's checkpoint, Inbox items).
+type EnqueuerFunc func(ctx context.Context, jobs []*Job, keysSince time.Time) ([]EnqueueResult, error)
+
+// Enqueue implements Enqueuer.
+func (f EnqueuerFunc) Enqueue(ctx context.Context, jobs []*Job, keysSince time.Time) ([]EnqueueResult, error) {
+	return f(ctx, jobs, keysSince)
+}
+
 // Filter selects jobs for List, Requeue and Purge. Empty fields match
 // everything.
 type Filter struct {
