@@ -214,8 +214,8 @@ func adversarialCases(sub string) []hostile {
 	add("33 labels", apnsMsg, "Labels", nil, func(m *herald.Message) { m.Labels = make([]string, 33) })
 	add("unknown time zone", apnsMsg, "TimeZone", nil, func(m *herald.Message) { m.TimeZone = "Mars/Olympus" })
 	add("path in time zone", apnsMsg, "TimeZone", nil, func(m *herald.Message) { m.TimeZone = "../../etc/passwd" })
-	add("two channels", apnsMsg, "Push/Email/SMS", nil, func(m *herald.Message) { m.SMS = msgSMS("x", "+14155552671").SMS })
-	add("no channel", apnsMsg, "Push/Email/SMS", nil, func(m *herald.Message) { m.Push = nil })
+	add("two channels", apnsMsg, "Push/Email/SMS/InApp", nil, func(m *herald.Message) { m.SMS = msgSMS("x", "+14155552671").SMS })
+	add("no channel", apnsMsg, "Push/Email/SMS/InApp", nil, func(m *herald.Message) { m.Push = nil })
 	add("unknown provider", apnsMsg, "Push.Provider", nil, func(m *herald.Message) { m.Push.Provider = "blackberry" })
 	return cs
 }

@@ -18,36 +18,54 @@ import (
 // host's predicate content. A refusal completes the job unsent (a skip,
 // final, recorded with its kind and reason, not counted against caps).
 func (d *Dispatcher) eligible(ctx context.Context, a *attempt, now time.Time) (verdict error, pass bool) {
-	refuse := func(kind eligibility.Kind, t tracking.Type, reason string) (error, bool) {
-		d.trackReason(ctx, &a.m, t, now, a.job.Attempt, reason)
-		return retry.Skip(string(kind) + ": " + reason), false
+	r, err := d.refusal(ctx, &a.m)
+	switch {
+	case err != nil:
+		return d.eligibilityDown(ctx, a, now, err)
+	case r != nil:
+		d.trackReason(ctx, &a.m, r.typ, now, a.job.Attempt, r.reason)
+		return retry.Skip(string(r.kind) + ": " + r.reason), false
 	}
+	return nil, true
+}
+
+// refused is why a message may not go (or be shown) now.
+type refused struct {
+	kind   eligibility.Kind
+	typ    tracking.Type
+	reason string
+}
+
+// refusal asks the suppression list, the preferences and the host's
+// predicate about m, now: nil when it may go; an error when the
+// eligibility store cannot answer (then it must wait, not go).
+func (d *Dispatcher) refusal(ctx context.Context, m *Message) (*refused, error) {
 	if s := d.cfg.Eligibility; s != nil {
-		for _, r := range a.m.recipients() {
+		for _, r := range m.recipients() {
 			sup, found, err := s.Suppressed(ctx, eligibility.RecipientKey(r[0], r[1]))
 			if err != nil {
-				return d.eligibilityDown(ctx, a, now, err)
+				return nil, err
 			}
 			if found {
-				return refuse(eligibility.Suppressed, tracking.Suppressed, sup.Reason)
+				return &refused{eligibility.Suppressed, tracking.Suppressed, sup.Reason}, nil
 			}
 		}
-		if topics := a.m.topics(); len(topics) > 0 && a.m.User != "" {
-			topic, out, err := s.OptedOut(ctx, a.m.User, topics)
+		if topics := m.topics(); len(topics) > 0 && m.User != "" {
+			topic, out, err := s.OptedOut(ctx, m.User, topics)
 			if err != nil {
-				return d.eligibilityDown(ctx, a, now, err)
+				return nil, err
 			}
 			if out {
-				return refuse(eligibility.OptedOut, tracking.OptedOut, "opted out of "+topic)
+				return &refused{eligibility.OptedOut, tracking.OptedOut, "opted out of " + topic}, nil
 			}
 		}
 	}
 	if f := d.cfg.Eligible; f != nil {
-		if ok, reason := f(ctx, &a.m); !ok {
-			return refuse(eligibility.Ineligible, tracking.Ineligible, cmpOr(reason, "the host's predicate said no"))
+		if ok, reason := f(ctx, m); !ok {
+			return &refused{eligibility.Ineligible, tracking.Ineligible, cmpOr(reason, "the host's predicate said no")}, nil
 		}
 	}
-	return nil, true
+	return nil, nil
 }
 
 // eligibilityDown defers a message whose eligibility cannot be read: it
@@ -95,6 +113,10 @@ func (m *Message) recipients() [][2]string {
 		return [][2]string{{"push", m.Push.Token}}
 	case m.SMS != nil:
 		return [][2]string{{"sms", m.SMS.To}}
+	case m.InApp != nil:
+		// An in-app message reaches a user, not an address: a host
+		// suppresses the user (RecipientKey("inapp", user)).
+		return [][2]string{{"inapp", m.User}}
 	case m.Email != nil:
 		var out [][2]string
 		for _, list := range [][]string{m.Email.To, m.Email.Cc, m.Email.Bcc} {

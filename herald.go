@@ -76,6 +76,10 @@ type Config struct {
 	// Expires is kept. Default 30 days.
 	Inbox          inbox.Store
 	InboxRetention time.Duration
+	// Notifier, when set, is told the user of every Inbox or in-app item
+	// this process writes, so inbox.Handler's streams answer at once
+	// (streams in other processes see the item at their next poll).
+	Notifier *inbox.Notifier
 
 	// Breaker tunes each route's circuit breaker.
 	Breaker BreakerConfig

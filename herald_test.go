@@ -177,8 +177,8 @@ func TestSendRefusesBadMessagesAtTheDoor(t *testing.T) {
 		{"User", func(m *herald.Message) { m.User = "" }, nil},
 		{"TimeZone", func(m *herald.Message) { m.TimeZone = "Mars/Olympus" }, nil},
 		{"TTL", func(m *herald.Message) { m.TTL = -time.Second }, nil},
-		{"Push/Email/SMS", func(m *herald.Message) { m.Push = nil }, nil},
-		{"Push/Email/SMS", func(m *herald.Message) { m.SMS = &sms.Message{To: "+14155552671", From: "Shop", Body: "hi"} }, nil},
+		{"Push/Email/SMS/InApp", func(m *herald.Message) { m.Push = nil }, nil},
+		{"Push/Email/SMS/InApp", func(m *herald.Message) { m.SMS = &sms.Message{To: "+14155552671", From: "Shop", Body: "hi"} }, nil},
 		{"Push.Provider", func(m *herald.Message) { m.Push.Provider = push.FCM }, nil},
 		{"Push", func(m *herald.Message) { m.Push.Token = "not-hex" }, push.ErrInvalidToken},
 		{"Email", func(m *herald.Message) {

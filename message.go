@@ -20,6 +20,10 @@ const (
 	Push  Channel = "push"
 	Email Channel = "email"
 	SMS   Channel = "sms"
+	// InApp messages wait in the store until the user's app or page asks
+	// what to show (Dispatcher.ShowInApp); eligibility and caps are decided
+	// then, at display time.
+	InApp Channel = "inapp"
 )
 
 // Lane returns the queue lane of a message: one per class and route,
@@ -118,7 +122,7 @@ func (e *ConflictError) Error() string {
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // Message is one message to one recipient on one channel: set exactly one
-// of Push, Email and SMS.
+// of Push, Email, SMS and InApp (or only Inbox).
 type Message struct {
 	// IdempotencyKey identifies the message. A second Send with the same
 	// key (within the queue's KeyRetention) returns the first message's
@@ -158,6 +162,13 @@ type Message struct {
 	Push  *PushMessage   `json:",omitempty"`
 	Email *email.Message `json:",omitempty"`
 	SMS   *sms.Message   `json:",omitempty"`
+	// InApp is a message shown inside the user's app or page when its
+	// client next asks (inbox.Handler's GET inapp), if it is still
+	// eligible then: not expired (SendAt+TTL), not opted out, within the
+	// caps (the display counts), and the host's predicate content with
+	// the user's attributes at that moment. Written in the same durable
+	// write that accepts it, like an Inbox item. User is required.
+	InApp *InAppMessage `json:",omitempty"`
 	// Inbox, when set, also puts the message in the user's Inbox
 	// (Config.Inbox), written in the same durable write that accepts it:
 	// a provider or tracking outage, or a crash, never leaves the Inbox
@@ -171,6 +182,13 @@ type InboxItem struct {
 	Data        map[string]string
 	// Expires removes the item; zero: Config.InboxRetention from now.
 	Expires time.Time
+}
+
+// InAppMessage is what an in-app message shows; the host's client
+// renders it (Data carries its layout, image, buttons, deep links).
+type InAppMessage struct {
+	Title, Body string
+	Data        map[string]string `json:",omitempty"`
 }
 
 // PushMessage is a push notification and the provider that carries it.
@@ -191,6 +209,9 @@ func (m *Message) Channel() Channel {
 	}
 	if m.SMS != nil {
 		c, n = SMS, n+1
+	}
+	if m.InApp != nil {
+		c, n = InApp, n+1
 	}
 	if n != 1 {
 		return ""

@@ -77,12 +77,19 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 			return nil, err
 		}
 		jobOf[i] = -1
-		if ms[i].Channel() != "" {
+		if c := ms[i].Channel(); c != "" && c != InApp {
 			jobOf[i] = len(ps)
 			ps = append(ps, p)
 		}
 		if ms[i].Inbox != nil {
 			items = append(items, d.inboxItem(&ms[i], now))
+		}
+		if ms[i].InApp != nil {
+			it, err := d.inAppItem(&ms[i], now)
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, it)
 		}
 	}
 	e := tx
@@ -92,6 +99,13 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 	if len(items) > 0 {
 		// The Inbox items go in the same durable write as the jobs.
 		e = d.cfg.Inbox.Enqueuer(e, items)
+	}
+	if d.cfg.Notifier != nil && len(items) > 0 {
+		defer func() {
+			for _, it := range items {
+				d.cfg.Notifier.Notify(inbox.FeedUser(it.User))
+			}
+		}()
 	}
 	var rs []retry.EnqueueResult
 	var err error
@@ -119,8 +133,13 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 	}
 	out := make([]Result, len(ms))
 	for i := range ms {
+		if ms[i].InApp != nil {
+			// No job: it waits in the store for its display. The event's
+			// ID is derived from the key, so a retried call counts once.
+			d.track(ctx, &ms[i], tracking.Accepted, now, 0, nil)
+		}
 		if jobOf[i] < 0 {
-			continue // in the Inbox only: no job
+			continue // in the Inbox only, or in-app: no job
 		}
 		r := rs[jobOf[i]]
 		out[i] = Result{ID: r.ID, Duplicate: r.Duplicate}
@@ -242,9 +261,13 @@ func (d *Dispatcher) checkChannel(m *Message) error {
 		if err := validate(m.SMS); err != nil {
 			return refuse("SMS", "refused by the sender", err)
 		}
+	case InApp:
+		if err := d.checkInApp(m); err != nil {
+			return err
+		}
 	case "":
-		if m.Inbox == nil || m.Push != nil || m.Email != nil || m.SMS != nil {
-			return refuse("Push/Email/SMS", "set exactly one channel (or only Inbox)", nil)
+		if m.Inbox == nil || m.Push != nil || m.Email != nil || m.SMS != nil || m.InApp != nil {
+			return refuse("Push/Email/SMS/InApp", "set exactly one channel (or only Inbox)", nil)
 		}
 	}
 	if m.Inbox != nil {
@@ -266,8 +289,8 @@ func (d *Dispatcher) checkChannel(m *Message) error {
 // canonical message (encoding/json sorts map keys) kept with its key, so
 // the same key with other content is a conflict, and its deadline.
 func (d *Dispatcher) job(m *Message, now time.Time) (retry.EnqueueParams, error) {
-	if m.Channel() == "" {
-		return retry.EnqueueParams{}, nil // Inbox only: no job
+	if c := m.Channel(); c == "" || c == InApp {
+		return retry.EnqueueParams{}, nil // Inbox only or in-app: no job
 	}
 	payload, err := json.Marshal(m)
 	if err != nil {

@@ -1,6 +1,7 @@
 package inbox
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/secret"
+	"github.com/heraldhq/herald/tracking"
 )
 
 // Tokens signs and checks the short-lived user tokens a host's backend
@@ -79,18 +81,43 @@ type HandlerConfig struct {
 	// pages may call the API (CORS); others get no CORS headers and a 403
 	// on preflight.
 	AllowedOrigins []string
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// InApp, when set, serves the in-app messages to show now and the
+	// user's reactions to them (a herald.Dispatcher).
+	InApp InApp
+	// Events, when set, takes the client's events and attribute updates
+	// (tracking.IngestHandler, authenticated by the user token: every
+	// event is recorded as the token's user's). Ingest tunes it; its
+	// Authenticate is set here.
+	Events *tracking.Outbox
+	Ingest tracking.IngestConfig
+	// Notifier wakes the streams of users with new items at once (the
+	// Dispatcher's Config.Notifier); without it, or for items written by
+	// other processes, streams see new items within PollInterval
+	// (default 5 s).
+	Notifier     *Notifier
+	PollInterval time.Duration
+	// StreamFor ends a stream after this long (default 5 min; the
+	// client reconnects with a fresh token).
+	StreamFor time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // maxBody caps a request body.
 const maxBody = 64 << 10
 
-// Handler is the Inbox's client API, for a host to mount (at /inbox/, say):
+// Handler is the Inbox's client API, for a host to mount (at /inbox/, say,
+// with http.StripPrefix):
 //
 //	GET  feed?after=&limit=&archived=   a page of the user's feed and the next cursor
 //	GET  counts                        unread and unseen counts
 //	POST mark {"ids": [...], "mark": "read"|"seen"|"archived"|"unread"|"unarchived"}
+//	GET  inapp                         the in-app messages to show now (InApp)
+//	POST inapp/{id}/clicked            the user's reaction to a displayed one (InApp)
+//	POST inapp/{id}/dismissed
+//	POST events {"events": [...]}      engagement, custom and attributes events (Events)
+//	GET  stream                        server-sent events: "counts" when they change,
+//	                                   "inapp" when in-app messages may be due
 //
 // Every request carries the user's token; an item of another user is
 // never read or changed (a mark of it counts nothing, a 404 when none of
@@ -104,10 +131,29 @@ func Handler(cfg *HandlerConfig) http.Handler {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.PollInterval = cmp.Or(c.PollInterval, 5*time.Second)
+	c.StreamFor = cmp.Or(c.StreamFor, 5*time.Minute)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /feed", c.feed)
 	mux.HandleFunc("GET /counts", c.counts)
 	mux.HandleFunc("POST /mark", c.mark)
+	mux.HandleFunc("GET /stream", c.stream)
+	if c.InApp != nil {
+		mux.HandleFunc("GET /inapp", c.inApp)
+		mux.HandleFunc("POST /inapp/{id}/{reaction}", c.react)
+	}
+	if c.Events != nil {
+		ic := c.Ingest
+		ic.Authenticate = func(r *http.Request) (string, error) {
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok {
+				return "", ErrBadToken
+			}
+			return c.Tokens.Check(tok, c.Now())
+		}
+		ic.Logger = cmp.Or(ic.Logger, c.Logger)
+		mux.Handle("POST /events", tracking.IngestHandler(c.Events, &ic))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if origin := r.Header.Get("Origin"); origin != "" {
 			if !slices.Contains(c.AllowedOrigins, origin) {

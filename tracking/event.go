@@ -36,6 +36,9 @@ const (
 	Suppressed Type = "suppressed" // the recipient is on the suppression list
 	OptedOut   Type = "opted_out"  // the user opted out of the channel or category
 	Ineligible Type = "ineligible" // the host's predicate said it is no longer relevant
+	// Displayed: an in-app message was shown to its user (decided eligible
+	// at display time; the display counts against caps).
+	Displayed Type = "displayed"
 )
 
 // Engagement types, reported by apps, browsers and providers.
@@ -46,13 +49,26 @@ const (
 	Bounced      Type = "bounced"      // the email bounced after acceptance
 	Complained   Type = "complained"   // the user marked the email as spam
 	Unsubscribed Type = "unsubscribed" // the user opted out from this kind of message
+	Dismissed    Type = "dismissed"    // the user closed an in-app message without acting on it
+	// Custom is an event of the host's own (Event.Name says which, Props
+	// what it carries), not about one message.
+	Custom Type = "custom"
+	// Attributes is an update of the user's properties (Event.Props), for
+	// the host's targeting: journaled and deduplicated like any event, and
+	// handed to the host through its sinks.
+	Attributes Type = "attributes"
 )
 
 var delivery = map[Type]bool{Accepted: true, Queued: true, Capped: true, Deferred: true, Sent: true, Delivered: true,
 	Failed: true, Expired: true, Dropped: true, RecipientGone: true, Dead: true,
-	Suppressed: true, OptedOut: true, Ineligible: true}
+	Suppressed: true, OptedOut: true, Ineligible: true, Displayed: true}
 
-var engagement = map[Type]bool{Opened: true, Clicked: true, Converted: true, Bounced: true, Complained: true, Unsubscribed: true}
+var engagement = map[Type]bool{Opened: true, Clicked: true, Converted: true, Bounced: true, Complained: true, Unsubscribed: true,
+	Dismissed: true, Custom: true, Attributes: true}
+
+// userLevel types are about a user, not one message: they need no
+// MessageID.
+func (t Type) userLevel() bool { return t == Custom || t == Attributes }
 
 // IsEngagement reports whether t is an engagement type.
 func (t Type) IsEngagement() bool { return engagement[t] }
@@ -82,7 +98,18 @@ type Event struct {
 	// Reason says why a message was refused at the moment of sending
 	// (suppressed, opted_out, ineligible): never the recipient itself.
 	Reason string `json:"reason,omitempty"`
+	// Name is a Custom event's name ("added_to_cart").
+	Name string `json:"name,omitempty"`
+	// Props are a Custom event's properties or an Attributes update's
+	// user properties (strings, numbers, booleans, null to unset).
+	Props map[string]any `json:"props,omitempty"`
 }
+
+// Limits of an event's Name and Props.
+const (
+	MaxProps     = 64
+	MaxPropBytes = 4096 // the encoded Props
+)
 
 // ErrInvalidEvent is wrapped by Validate's errors.
 var ErrInvalidEvent = errors.New("tracking: invalid event")
@@ -94,12 +121,40 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: no id", ErrInvalidEvent)
 	case len(e.ID) > 200:
 		return fmt.Errorf("%w: id over 200 bytes", ErrInvalidEvent)
-	case e.MessageID == "":
-		return fmt.Errorf("%w: no message_id", ErrInvalidEvent)
 	case !e.Type.Valid():
 		return fmt.Errorf("%w: unknown type %q", ErrInvalidEvent, e.Type)
+	case e.MessageID == "" && !e.Type.userLevel():
+		return fmt.Errorf("%w: no message_id", ErrInvalidEvent)
 	case e.At.IsZero():
 		return fmt.Errorf("%w: no time", ErrInvalidEvent)
+	case e.Type == Custom && (e.Name == "" || len(e.Name) > 100):
+		return fmt.Errorf("%w: name: a custom event needs a name of 1 to 100 bytes", ErrInvalidEvent)
+	case e.Type == Attributes && len(e.Props) == 0:
+		return fmt.Errorf("%w: props: an attributes update needs props", ErrInvalidEvent)
+	case len(e.Props) > MaxProps:
+		return fmt.Errorf("%w: props: %d, over %d", ErrInvalidEvent, len(e.Props), MaxProps)
+	}
+	return e.validateProps()
+}
+
+// validateProps checks that Props hold only flat values and fit.
+func (e *Event) validateProps() error {
+	size := 0
+	for k, v := range e.Props {
+		if k == "" || len(k) > 100 {
+			return fmt.Errorf("%w: props: a key of 1 to 100 bytes", ErrInvalidEvent)
+		}
+		switch x := v.(type) {
+		case nil, bool, float64, int, int64:
+			size += len(k) + 8
+		case string:
+			size += len(k) + len(x)
+		default:
+			return fmt.Errorf("%w: props.%s: a string, number, boolean or null", ErrInvalidEvent, k)
+		}
+	}
+	if size > MaxPropBytes {
+		return fmt.Errorf("%w: props: over %d bytes", ErrInvalidEvent, MaxPropBytes)
 	}
 	return nil
 }

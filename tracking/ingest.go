@@ -2,7 +2,9 @@ package tracking
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,13 @@ import (
 type IngestConfig struct {
 	// Token, when set, must come as "Authorization: Bearer <token>".
 	Token secret.Value
+	// Authenticate, when set, authenticates each request as one user (a
+	// web or mobile client with its user token, see inbox.Tokens) instead
+	// of Token: every event of the batch is recorded as that user's,
+	// whatever its user field says, and client IDs are namespaced per
+	// user, so one user can neither write as another nor pre-empt another's
+	// event IDs. An error is answered 401.
+	Authenticate func(r *http.Request) (user string, err error)
 	// HMACKey, when set, requires X-Herald-Timestamp and
 	// X-Herald-Signature over the body (see Sign), within 5 minutes.
 	HMACKey secret.Value
@@ -94,7 +103,15 @@ func IngestHandler(o *Outbox, cfg *IngestConfig) http.Handler {
 			fail(w, http.StatusTooManyRequests, "too many batches in flight; retry")
 			return
 		}
-		if !c.Token.IsZero() {
+		user := ""
+		if c.Authenticate != nil {
+			u, err := c.Authenticate(r)
+			if err != nil || u == "" {
+				fail(w, http.StatusUnauthorized, "missing, expired or forged user token")
+				return
+			}
+			user = u
+		} else if !c.Token.IsZero() {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), c.Token.Bytes()) != 1 {
 				fail(w, http.StatusUnauthorized, "missing or wrong bearer token")
@@ -147,8 +164,14 @@ func IngestHandler(o *Outbox, cfg *IngestConfig) http.Handler {
 				res.Rejected = append(res.Rejected, Rejected{i, "time too far in the future"})
 				continue
 			}
-			// Client IDs are namespaced so they never collide with herald's own.
-			e.ID = "client:" + e.ID
+			// Client IDs are namespaced so they never collide with herald's
+			// own, nor (for user-authenticated clients) another user's.
+			if user != "" {
+				e.User = user
+				e.ID = "client:" + userSpace(user) + ":" + e.ID
+			} else {
+				e.ID = "client:" + e.ID
+			}
 			valid = append(valid, e)
 		}
 		if len(valid) > 0 {
@@ -167,4 +190,11 @@ func IngestHandler(o *Outbox, cfg *IngestConfig) http.Handler {
 		}
 		reply(w, status, res)
 	})
+}
+
+// userSpace is a short fixed-width namespace for a user's client event
+// IDs (a digest: the user ID itself may hold any character).
+func userSpace(user string) string {
+	sum := sha256.Sum256([]byte(user))
+	return hex.EncodeToString(sum[:8])
 }
