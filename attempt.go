@@ -149,20 +149,19 @@ func (d *Dispatcher) settle(ctx context.Context, a *attempt, providerID, provide
 
 // deliver sends m on its channel.
 func (d *Dispatcher) deliver(ctx context.Context, m *Message) (id, provider string, err error) {
-	switch m.Channel() {
-	case Push:
-		s := d.cfg.Push[m.Push.Provider]
-		if s == nil {
-			return "", "", retry.Permanent(fmt.Errorf("herald: no sender for %q", m.Push.Provider))
-		}
-		r, err := s.Send(ctx, &m.Push.Message)
+	ss, _ := d.senders(m)
+	switch c := m.Channel(); {
+	case c == Push && ss.Push[m.Push.Provider] != nil:
+		r, err := ss.Push[m.Push.Provider].Send(ctx, &m.Push.Message)
 		return r.ID, string(m.Push.Provider), err
-	case Email:
-		r, err := d.cfg.Email.Send(ctx, m.Email)
+	case c == Email && ss.Email != nil:
+		r, err := ss.Email.Send(ctx, m.Email)
 		return r.MessageID, "", err
-	case SMS:
-		r, err := d.cfg.SMS.Send(ctx, m.SMS)
+	case c == SMS && ss.SMS != nil:
+		r, err := ss.SMS.Send(ctx, m.SMS)
 		return r.SID, "", err
+	case c == Push || c == Email || c == SMS:
+		return "", "", retry.Permanent(fmt.Errorf("herald: no sender for route %q", m.route()))
 	}
 	return "", "", retry.Permanent(errors.New("herald: message has no channel"))
 }

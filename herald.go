@@ -40,6 +40,12 @@ type Config struct {
 	Push  map[push.Provider]push.Sender
 	Email email.Sender
 	SMS   sms.Sender
+	// Apps are more senders, chosen per message by Message.App: several
+	// APNs apps (bundle IDs and keys), Firebase projects, Web Push keys,
+	// SMTP senders or Twilio accounts in one Dispatcher. A message naming
+	// an app that is not here, or that has no sender for its channel, is
+	// refused at Send.
+	Apps map[string]Senders
 
 	// Limiter caps marketing pressure at the send path. Optional.
 	Limiter *capping.Limiter
@@ -95,6 +101,13 @@ type Config struct {
 	MaxSchedule time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
+}
+
+// Senders are one app's senders (Config.Apps).
+type Senders struct {
+	Push  map[push.Provider]push.Sender
+	Email email.Sender
+	SMS   sms.Sender
 }
 
 // Dispatcher composes the parts: Send validates a message and enqueues it
@@ -173,25 +186,49 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// routes lists the configured providers' routes.
+// routes lists the configured providers' routes (see Message.route).
 func (c *Config) routes() ([]string, error) {
 	var routes []string
-	for p, s := range c.Push {
-		if s == nil {
-			return nil, fmt.Errorf("Config.Push[%q] is nil", p)
+	add := func(s Senders, suffix string) error {
+		for p, ps := range s.Push {
+			if ps == nil {
+				return fmt.Errorf("Config.Push[%q] is nil", p)
+			}
+			routes = append(routes, string(p)+suffix)
 		}
-		routes = append(routes, string(p))
+		if s.Email != nil {
+			routes = append(routes, "email"+suffix)
+		}
+		if s.SMS != nil {
+			routes = append(routes, "sms"+suffix)
+		}
+		return nil
 	}
-	if c.Email != nil {
-		routes = append(routes, "email")
+	if err := add(Senders{Push: c.Push, Email: c.Email, SMS: c.SMS}, ""); err != nil {
+		return nil, err
 	}
-	if c.SMS != nil {
-		routes = append(routes, "sms")
+	for app, s := range c.Apps {
+		if app == "" || len(app) > 100 || !printable(app) || strings.ContainsAny(app, "@ ") {
+			return nil, fmt.Errorf("Config.Apps: app name %q: 1 to 100 printable bytes, no '@' or space", app)
+		}
+		if err := add(s, "@"+app); err != nil {
+			return nil, fmt.Errorf("Config.Apps[%q]: %w", app, err)
+		}
 	}
 	if len(routes) == 0 {
-		return nil, errors.New("no sender configured (Config.Push, Email or SMS)")
+		return nil, errors.New("no sender configured (Config.Push, Email, SMS or Apps)")
 	}
 	return routes, nil
+}
+
+// senders returns the senders a message's App picks, and whether the app
+// exists.
+func (d *Dispatcher) senders(m *Message) (Senders, bool) {
+	if m.App == "" {
+		return Senders{Push: d.cfg.Push, Email: d.cfg.Email, SMS: d.cfg.SMS}, true
+	}
+	s, ok := d.cfg.Apps[m.App]
+	return s, ok
 }
 
 // queueConfig is the queue's Config: the host's, with a transactional and
@@ -223,7 +260,11 @@ func (c *Config) queueConfig(routes []string, observe func(retry.Event)) *retry.
 			hostObserver(e)
 		}
 	}
-	if qc.MaxPayloadBytes == 0 && c.Email != nil {
+	hasEmail := c.Email != nil
+	for _, s := range c.Apps {
+		hasEmail = hasEmail || s.Email != nil
+	}
+	if qc.MaxPayloadBytes == 0 && hasEmail {
 		// Room for email's default 10 MiB in JSON's base64 (4/3), with
 		// the headers and fields around it.
 		qc.MaxPayloadBytes = email.DefaultMaxSize*4/3 + 64<<10

@@ -38,17 +38,24 @@ func Lane(transactional bool, route string) string {
 	return "campaign." + route
 }
 
-// route names the provider a message goes through.
+// route names the provider a message goes through: "apns", "email", ...,
+// or "apns@<app>" for one of Config.Apps.
 func (m *Message) route() string {
+	r := ""
 	switch m.Channel() {
 	case Push:
-		return string(m.Push.Provider)
+		r = string(m.Push.Provider)
 	case Email:
-		return "email"
+		r = "email"
 	case SMS:
-		return "sms"
+		r = "sms"
+	default:
+		return ""
 	}
-	return ""
+	if m.App != "" {
+		r += "@" + m.App
+	}
+	return r
 }
 
 // JobKind is the retry job kind of a message.
@@ -147,6 +154,11 @@ type Message struct {
 	Campaign      string
 	Automation    string
 	Labels        []string
+	// App picks the senders of one of Config.Apps for the message's
+	// channel (another APNs bundle ID and key, another Firebase project,
+	// another SMTP sender); empty: the default senders. An app has its
+	// own lanes and circuit.
+	App string `json:",omitempty"`
 	// Category is what kind of message this is in the user's eyes
 	// ("promotions", "order-updates"): the topic a user opts out of, and
 	// the one an email's one-click unsubscribe link names.

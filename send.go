@@ -201,7 +201,7 @@ func (d *Dispatcher) checkEnvelope(m *Message, now time.Time) error {
 	case len(m.Labels) > 32:
 		return refuse("Labels", fmt.Sprintf("%d labels, over 32", len(m.Labels)), nil)
 	}
-	for _, f := range []struct{ name, v string }{{"User", m.User}, {"Device", m.Device}, {"Campaign", m.Campaign}, {"Automation", m.Automation}, {"TimeZone", m.TimeZone}, {"Category", m.Category}} {
+	for _, f := range []struct{ name, v string }{{"User", m.User}, {"Device", m.Device}, {"Campaign", m.Campaign}, {"Automation", m.Automation}, {"TimeZone", m.TimeZone}, {"Category", m.Category}, {"App", m.App}} {
 		if len(f.v) > 200 {
 			return refuse(f.name, "over 200 bytes", nil)
 		}
@@ -224,11 +224,15 @@ func (d *Dispatcher) checkEnvelope(m *Message, now time.Time) error {
 // settings when the sender validates (what its Send would refuse, refused
 // at the door). The channel's message inherits the idempotency key.
 func (d *Dispatcher) checkChannel(m *Message) error {
+	ss, ok := d.senders(m)
+	if !ok {
+		return refuse("App", fmt.Sprintf("unknown app %q (Config.Apps)", m.App), nil)
+	}
 	switch m.Channel() {
 	case Push:
-		s := d.cfg.Push[m.Push.Provider]
+		s := ss.Push[m.Push.Provider]
 		if s == nil {
-			return refuse("Push.Provider", fmt.Sprintf("no sender configured for %q", m.Push.Provider), nil)
+			return refuse("Push.Provider", fmt.Sprintf("no sender configured for %q%s", m.Push.Provider, inApp(m.App)), nil)
 		}
 		m.Push.IdempotencyKey = cmp.Or(m.Push.IdempotencyKey, m.IdempotencyKey)
 		if v, ok := s.(push.Validator); ok {
@@ -237,25 +241,25 @@ func (d *Dispatcher) checkChannel(m *Message) error {
 			}
 		}
 	case Email:
-		if d.cfg.Email == nil {
-			return refuse("Email", "no email sender configured", nil)
+		if ss.Email == nil {
+			return refuse("Email", "no email sender configured"+inApp(m.App), nil)
 		}
 		m.Email.IdempotencyKey = cmp.Or(m.Email.IdempotencyKey, m.IdempotencyKey)
 		if _, _, err := email.Validate(m.Email, &email.Options{MaxSize: d.emailMax}); err != nil {
 			return refuse("Email", "refused", err)
 		}
-		if v, ok := d.cfg.Email.(interface{ Validate(*email.Message) error }); ok {
+		if v, ok := ss.Email.(interface{ Validate(*email.Message) error }); ok {
 			if err := v.Validate(m.Email); err != nil {
 				return refuse("Email", "refused by the sender", err)
 			}
 		}
 	case SMS:
-		if d.cfg.SMS == nil {
-			return refuse("SMS", "no SMS sender configured", nil)
+		if ss.SMS == nil {
+			return refuse("SMS", "no SMS sender configured"+inApp(m.App), nil)
 		}
 		m.SMS.IdempotencyKey = cmp.Or(m.SMS.IdempotencyKey, m.IdempotencyKey)
 		validate := sms.Validate
-		if v, ok := d.cfg.SMS.(interface{ Validate(*sms.Message) error }); ok {
+		if v, ok := ss.SMS.(interface{ Validate(*sms.Message) error }); ok {
 			validate = v.Validate
 		}
 		if err := validate(m.SMS); err != nil {
@@ -316,4 +320,12 @@ func (d *Dispatcher) job(m *Message, now time.Time) (retry.EnqueueParams, error)
 		RunAt:     start,
 		ExpiresAt: start.Add(cmp.Or(m.TTL, d.cfg.DefaultTTL)),
 	}, nil
+}
+
+// inApp names an app in a refusal.
+func inApp(app string) string {
+	if app == "" {
+		return ""
+	}
+	return fmt.Sprintf(" for app %q", app)
 }
