@@ -58,4 +58,6 @@ func TestAppsPickTheirSenders(t *testing.T) {
 
 type emailFunc func(context.Context, *email.Message) (email.Receipt, error)
 
-func (f emailFunc) Send(ctx context.Context, m *email.Message) (email.Receipt, error) { return f(ctx, m) }
+func (f emailFunc) Send(ctx context.Context, m *email.Message) (email.Receipt, error) {
+	return f(ctx, m)
+}
