@@ -540,3 +540,19 @@ func (s *retryStore) Prune(ctx context.Context, finishedBefore, keysBefore time.
 
 // Close implements retry.Store: it closes the whole DB.
 func (s *retryStore) Close() error { return s.db.Close() }
+
+// JobIDByKey implements retry.KeyFinder.
+func (s *retryStore) JobIDByKey(ctx context.Context, key string) (int64, error) {
+	if err := s.read(ctx); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := s.db.rdb.QueryRowContext(ctx, `SELECT job_id FROM retry_keys WHERE key = ?`, key).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, retry.ErrNotFound
+	}
+	if err != nil {
+		return 0, s.db.classify(err)
+	}
+	return id, nil
+}

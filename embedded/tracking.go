@@ -204,3 +204,28 @@ func (s *trackingStore) Has(ctx context.Context, messageID string, t tracking.Ty
 
 // Close implements tracking.Store: it closes the whole DB.
 func (s *trackingStore) Close() error { return s.db.Close() }
+
+// MessageEvents implements tracking.MessageReader.
+func (s *trackingStore) MessageEvents(ctx context.Context, messageID string, limit int) ([]tracking.Event, error) {
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT data FROM tracking_events WHERE message_id = ? ORDER BY seq LIMIT ?`, messageID, limit)
+	if err != nil {
+		return nil, s.db.classify(err)
+	}
+	defer rows.Close()
+	var out []tracking.Event
+	for rows.Next() {
+		var data []byte
+		var e tracking.Event
+		if err := rows.Scan(&data); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(data, &e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

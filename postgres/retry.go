@@ -510,3 +510,16 @@ func (s *retryStore) Close() error {
 	s.closed.Store(true)
 	return nil
 }
+
+// JobIDByKey implements retry.KeyFinder.
+func (s *retryStore) JobIDByKey(ctx context.Context, key string) (int64, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := s.db.pool.QueryRow(ctx, `SELECT job_id FROM `+s.keys+` WHERE key = $1`, key).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, retry.ErrNotFound
+	}
+	return id, err
+}

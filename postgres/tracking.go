@@ -179,3 +179,22 @@ func (s *trackingStore) Close() error {
 	s.closed.Store(true)
 	return nil
 }
+
+// MessageEvents implements tracking.MessageReader.
+func (s *trackingStore) MessageEvents(ctx context.Context, messageID string, limit int) ([]tracking.Event, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.pool.Query(ctx, `SELECT data FROM `+s.p+`events WHERE message_id = $1 ORDER BY seq LIMIT $2`, messageID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (tracking.Event, error) {
+		var e tracking.Event
+		var data []byte
+		if err := r.Scan(&data); err != nil {
+			return e, err
+		}
+		return e, json.Unmarshal(data, &e)
+	})
+}

@@ -466,3 +466,17 @@ func (a *statsAcc) result() []LaneStats {
 	})
 	return out
 }
+
+// JobIDByKey implements KeyFinder.
+func (s *MemoryStore) JobIDByKey(ctx context.Context, key string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	k, ok := s.keys[key]
+	if !ok {
+		return 0, ErrNotFound
+	}
+	return k.id, nil
+}

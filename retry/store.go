@@ -189,3 +189,12 @@ type LaneStats struct {
 	// RunAt: the lag an operator alerts on. Zero when nothing is due.
 	OldestReady time.Duration
 }
+
+// KeyFinder is a Store that finds a job by its idempotency key (within
+// the queue's key retention). The memory, embedded and PostgreSQL stores
+// implement it; heraldd's messages API uses it for GET by key.
+type KeyFinder interface {
+	// JobIDByKey returns the ID of the job enqueued with key, or
+	// ErrNotFound.
+	JobIDByKey(ctx context.Context, key string) (int64, error)
+}

@@ -210,3 +210,28 @@ func (s *MemoryStore) Close() error {
 	s.closed = true
 	return nil
 }
+
+// MessageReader is a Store that lists one message's events: its history
+// (accepted, each attempt's outcome, engagement). The memory, embedded
+// and PostgreSQL journals implement it.
+type MessageReader interface {
+	// MessageEvents returns the events of messageID in journal order, at
+	// most limit.
+	MessageEvents(ctx context.Context, messageID string, limit int) ([]Event, error)
+}
+
+// MessageEvents implements MessageReader.
+func (s *MemoryStore) MessageEvents(ctx context.Context, messageID string, limit int) ([]Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	var out []Event
+	for _, r := range s.events {
+		if r.Event.MessageID == messageID && len(out) < limit {
+			out = append(out, r.Event)
+		}
+	}
+	return out, nil
+}

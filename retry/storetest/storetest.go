@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) retry.Store, opts *Options) {
 		{"EnqueueAndGet", testEnqueueAndGet},
 		{"IdempotentEnqueue", testIdempotentEnqueue},
 		{"IdempotentEnqueueConcurrent", testIdempotentConcurrent},
+		{"FindByKey", testFindByKey},
 		{"IdempotencyKeyRetention", testKeyRetention},
 		{"IdempotencyConflict", testConflict},
 		{"ClaimOrder", testClaimOrder},
@@ -219,6 +220,24 @@ func testEnqueueAndGet(t *testing.T, s retry.Store) {
 	}
 	if _, err := s.Get(ctx, id2+1000); !errors.Is(err, retry.ErrNotFound) {
 		t.Fatalf("Get(unknown) error = %v, want ErrNotFound", err)
+	}
+}
+
+// testFindByKey: a store that finds jobs by key (retry.KeyFinder) finds
+// the first job of a key, and no job for an unknown key.
+func testFindByKey(t *testing.T, s retry.Store) {
+	kf, ok := s.(retry.KeyFinder)
+	if !ok {
+		t.Skip("the store does not implement retry.KeyFinder")
+	}
+	id := enqueue(t, s, job("push", func(j *retry.Job) { j.IdempotencyKey = "order-42" }))[0]
+	enqueue(t, s, job("push", func(j *retry.Job) { j.IdempotencyKey = "order-43" }))
+	got, err := kf.JobIDByKey(ctx, "order-42")
+	if err != nil || got != id {
+		t.Fatalf("JobIDByKey(order-42) = %d, %v; want %d", got, err, id)
+	}
+	if _, err := kf.JobIDByKey(ctx, "nope"); !errors.Is(err, retry.ErrNotFound) {
+		t.Fatalf("JobIDByKey(nope): %v, want ErrNotFound", err)
 	}
 }
 

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) tracking.Store, opts *Options) {
 		{"Gaps", testGaps},
 		{"CountsDistinctMessages", testCounts},
 		{"Has", testHas},
+		{"MessageEvents", testMessageEvents},
 		{"ConcurrentAppenders", func(t *testing.T, s tracking.Store) { testConcurrent(t, s, opts.Appenders, opts.PerAppender) }},
 		{"Closed", testClosed},
 	}
@@ -286,6 +287,32 @@ func testHas(t *testing.T, s tracking.Store) {
 		if err != nil || got != tc.want {
 			t.Fatalf("Has(%s, %s) = %v (%v), want %v", tc.msg, tc.typ, got, err, tc.want)
 		}
+	}
+}
+
+// testMessageEvents: a journal that lists a message's events
+// (tracking.MessageReader) lists its events in order, at most limit, and
+// none of another message's.
+func testMessageEvents(t *testing.T, s tracking.Store) {
+	mr, ok := s.(tracking.MessageReader)
+	if !ok {
+		t.Skip("the store does not implement tracking.MessageReader")
+	}
+	appendOK(t, s, 4, ev("a", "m1", tracking.Accepted, base), ev("b", "m2", tracking.Accepted, base),
+		ev("c", "m1", tracking.Failed, base.Add(time.Second)), ev("d", "m1", tracking.Sent, base.Add(2*time.Second)))
+	got, err := mr.MessageEvents(ctx, "m1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []tracking.Type
+	for _, e := range got {
+		types = append(types, e.Type)
+	}
+	if fmt.Sprint(types) != "[accepted failed sent]" {
+		t.Fatalf("m1's events: %v", types)
+	}
+	if got, _ := mr.MessageEvents(ctx, "m1", 2); len(got) != 2 {
+		t.Fatalf("limit 2: %d events", len(got))
 	}
 }
 
