@@ -3,6 +3,8 @@ package herald
 import (
 	"cmp"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -137,4 +139,36 @@ func (b *breaker) abstain() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.probing = false
+}
+
+// Circuit is one route's breaker as an operator sees it.
+type Circuit struct {
+	Route string
+	// State is "closed", "open" (its messages wait) or "probing" (one
+	// attempt is testing whether the provider is back).
+	State string
+	// Failures counts the provider-down answers since the last success.
+	Failures int
+	// OpenUntil is when an open circuit lets a probe through.
+	OpenUntil time.Time
+}
+
+// Circuits returns every route's circuit, sorted by route.
+func (d *Dispatcher) Circuits() []Circuit {
+	now := d.cfg.Now()
+	out := make([]Circuit, 0, len(d.breakers))
+	for route, b := range d.breakers {
+		b.mu.Lock()
+		c := Circuit{Route: route, State: "closed", Failures: b.failures}
+		switch {
+		case b.probing:
+			c.State = "probing"
+		case !b.openUntil.IsZero() && now.Before(b.openUntil):
+			c.State, c.OpenUntil = "open", b.openUntil
+		}
+		b.mu.Unlock()
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Circuit) int { return strings.Compare(a.Route, b.Route) })
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"mime"
@@ -384,4 +385,10 @@ func walk(m *Message, ctype, cte, disposition string, body io.Reader) error {
 		m.Text = string(data)
 	}
 	return nil
+}
+
+// CertificatePEM is the server's certificate, for a client in another
+// process to trust (a CA file).
+func (s *Server) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cert.Raw})
 }
