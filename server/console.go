@@ -53,17 +53,31 @@ func newConsole(s *Server) *console {
 		pages: template.Must(template.New("").Funcs(funcs).ParseFS(consoleFS, "console/*.html"))}
 }
 
+// routes are the console's pages and forms (the OpenAPI document lists
+// them too, as HTML).
+func (c *console) routes() []route {
+	return []route{
+		{"GET", "/console/style.css", "", c.css},
+		{"GET", "/console/login", "", c.loginPage},
+		{"POST", "/console/login", "", c.login},
+		{"POST", "/console/logout", "", c.with(c.logout)},
+		{"GET", "/console/", "", c.with(c.lanes)},
+		{"POST", "/console/lanes/{lane}/{action}", "", c.with(c.laneAction)},
+		{"GET", "/console/dead", "", c.with(c.dead)},
+		{"POST", "/console/dead/{id}/requeue", "", c.with(c.requeue)},
+		{"POST", "/console/dead/{action}", "", c.with(c.deadAll)},
+		{"GET", "/console/messages", "", c.with(c.message)},
+	}
+}
+
 func (c *console) mount(mux *http.ServeMux) {
-	mux.HandleFunc("GET /console/style.css", c.css)
-	mux.HandleFunc("GET /console/login", c.loginPage)
-	mux.HandleFunc("POST /console/login", c.login)
-	mux.HandleFunc("POST /console/logout", c.with(c.logout))
-	mux.HandleFunc("GET /console/{$}", c.with(c.lanes))
-	mux.HandleFunc("POST /console/lanes/{lane}/{action}", c.with(c.laneAction))
-	mux.HandleFunc("GET /console/dead", c.with(c.dead))
-	mux.HandleFunc("POST /console/dead/{id}/requeue", c.with(c.requeue))
-	mux.HandleFunc("POST /console/dead/{action}", c.with(c.deadAll))
-	mux.HandleFunc("GET /console/messages", c.with(c.message))
+	for _, r := range c.routes() {
+		p := r.path
+		if strings.HasSuffix(p, "/") {
+			p += "{$}"
+		}
+		mux.HandleFunc(r.method+" "+p, r.h)
+	}
 }
 
 func headers(w http.ResponseWriter) {

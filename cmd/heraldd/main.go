@@ -25,6 +25,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/heraldhq/herald/email/emailtest"
 	"github.com/heraldhq/herald/internal/exampletb"
 	"github.com/heraldhq/herald/internal/fakeproviders"
 	"github.com/heraldhq/herald/push/webpush"
@@ -187,6 +188,7 @@ func fakes(args []string, stdout io.Writer) error {
 	dir := fs.String("dir", "fakes", "where to write the config and its secrets")
 	listen := fs.String("listen", "127.0.0.1:8080", "the address heraldd will serve on")
 	extra := fs.String("extra", "", "YAML appended to the config")
+	gone := fs.String("gone", "gone@example.com", "an address the fake SMTP server refuses as unknown (550 5.1.1): mail to it is a dead letter")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -198,6 +200,9 @@ func fakes(args []string, stdout io.Writer) error {
 	f, err := fakeproviders.Start(tb, *dir, &fakeproviders.Options{Listen: *listen, Extra: *extra})
 	if err != nil {
 		return err
+	}
+	if *gone != "" {
+		f.SMTP.FailRecipient(*gone, emailtest.Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Message: "no such user"})
 	}
 	fmt.Fprintf(stdout, "fakes: running (APNs rider %s and driver %s, FCM %s, Web Push %s, SMTP %s and shop %s, Twilio %s)\n",
 		f.APNs.URL(), f.APNsDriver.URL(), f.FCM.URL(), f.WebPush.URL(), f.SMTP.Addr(), f.SMTPShop.Addr(), f.Twilio.URL())

@@ -170,7 +170,7 @@ inbox:
 %s`, listen, store, keys.String(),
 		RiderTopic, filepath.Join(dir, "apns-rider.p8"), keyID, teamID, f.APNs.URL(), ca2,
 		DriverTopic, filepath.Join(dir, "apns-driver.p8"), dKeyID, dTeamID, f.APNsDriver.URL(), ca2,
-		filepath.Join(dir, "fcm-service-account.json"), f.FCM.URL(),
+		filepath.Join(dir, "fcm-service-account.json"), f.FCM.URL()+"/v1",
 		pub, p("vapid-private.key"), strings.TrimPrefix(f.WebPush.URL(), "https://"), ca2,
 		smtpHost, smtpPort, user, p("smtp-password"), ca2,
 		shopHost, shopPort, shopUser, p("smtp-shop-password"), ca2,
