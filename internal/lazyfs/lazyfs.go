@@ -23,7 +23,6 @@ package lazyfs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,11 +53,10 @@ type FS struct {
 
 // state is a file's unsynced past.
 type state struct {
-	f      *os.File // the backing file, for undo
-	size0  int64    // its size at its last fsync
-	dirty  bool
-	undo   []undo
-	closed bool
+	f     *os.File // the backing file, for undo
+	size0 int64    // its size at its last fsync
+	dirty bool
+	undo  []undo
 }
 
 type undo struct {
@@ -418,6 +416,3 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 	}
 	return f.LoopbackFile.Allocate(ctx, off, size, mode)
 }
-
-// ErrNotMounted is returned by operations on an unmounted FS.
-var ErrNotMounted = errors.New("lazyfs: not mounted")
