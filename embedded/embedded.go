@@ -58,6 +58,11 @@ var errStoreClosed = fmt.Errorf("embedded: store closed: %w, %w, %w", retry.ErrC
 // applicationID marks SQLite files made by herald ("HRLD").
 const applicationID = 0x48524c44
 
+// synchronous is SQLite's synchronous setting: FULL, so a commit is on
+// disk when it returns. Only the power-loss test changes it (to show that
+// its loop catches a store that does not sync).
+var synchronous = "FULL"
+
 // Config tunes a DB. The zero value is usable; each field documents its
 // default.
 type Config struct {
@@ -179,7 +184,7 @@ func (db *DB) open() error {
 	}
 	for _, p := range []string{
 		"PRAGMA journal_mode=WAL",
-		"PRAGMA synchronous=FULL",
+		"PRAGMA synchronous=" + synchronous,
 		fmt.Sprintf("PRAGMA cache_size=-%d", db.cfg.CacheKiB),
 		"PRAGMA temp_store=MEMORY",
 	} {

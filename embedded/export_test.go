@@ -16,3 +16,7 @@ func SetApplicationIDForTest(path string, id int) error {
 	_, err = db.Exec(fmt.Sprintf("PRAGMA application_id=%d", id))
 	return err
 }
+
+// SetSynchronousOffForTest opens later DBs with synchronous=OFF: commits
+// are not synced, which the power-loss loop must catch.
+func SetSynchronousOffForTest() { synchronous = "OFF" }

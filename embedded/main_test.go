@@ -8,6 +8,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(powerChildEnv) != "" {
+		os.Exit(powerChild()) // re-executed by the power-loss tests
+	}
 	if os.Getenv(crashChildEnv) != "" {
 		// Re-executed by TestCrash: run only the child's work.
 		os.Exit(crashChild())

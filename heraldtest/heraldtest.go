@@ -146,12 +146,13 @@ func (k *Kit) Send(tb testing.TB, m herald.Message) herald.Result {
 	return r
 }
 
-// Settle waits (up to 30 s) until no message is due or running: everything
-// sendable at the clock's time has been tried. Messages scheduled later
+// Settle waits until no message is due or running (up to 2 minutes: a
+// loaded machine running -race is slow): everything sendable at the
+// clock's time has been tried. Messages scheduled later
 // (SendAt, a backoff, quiet hours) wait for Clock.Advance.
 func (k *Kit) Settle(tb testing.TB) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		st, err := k.Dispatcher.Queue().Stats(context.Background())
 		if err != nil {
@@ -165,7 +166,7 @@ func (k *Kit) Settle(tb testing.TB) {
 			break
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("heraldtest: %d messages still due or running after 30s", busy)
+			tb.Fatalf("heraldtest: %d messages still due or running after 2 minutes", busy)
 		}
 		time.Sleep(time.Millisecond)
 	}

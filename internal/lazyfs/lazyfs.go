@@ -75,6 +75,12 @@ func Mount(backing, mnt string) (*FS, error) {
 // /dev/fuse, not root) it skips the test, except under CI=true, where it
 // fails it: CI runs as root with FUSE, so a skip there would hide a broken
 // test.
+//
+// The test process serves the mount itself: it must not mmap files on it
+// (SQLite's -shm, so no SQLite through the mount in the serving process)
+// — a page fault there while the Go runtime stops the world deadlocks.
+// Open stores through the mount in child processes; read results from
+// Backing after Remount.
 func MountOrSkip(tb testing.TB) *FS {
 	tb.Helper()
 	backing, mnt := tb.TempDir(), tb.TempDir()
@@ -171,6 +177,9 @@ func (lz *FS) unmount() error {
 		}
 		time.Sleep(100 * time.Millisecond) // EBUSY: a process still closing its files
 	}
+	// Never leave a mount whose server is gone: detach it, so nothing
+	// that walks the directory later waits on it forever.
+	_ = syscall.Unmount(lz.mnt, syscall.MNT_DETACH)
 	return fmt.Errorf("lazyfs: unmount %s: %w", lz.mnt, err)
 }
 
