@@ -32,6 +32,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(diskChildEnv); path != "" {
+		os.Exit(diskChild(path)) // re-executed by TestFullDiskAndFailedFsyncNeverLie
+	}
 	if dir := os.Getenv(dispatchChildEnv); dir != "" {
 		os.Exit(dispatchChild(dir)) // re-executed by TestDispatcherCrashLosesNothing
 	}
