@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/email/emailtest"
 	"github.com/heraldhq/herald/email/smtp"
+	"github.com/heraldhq/herald/internal/multiproc"
 	"github.com/heraldhq/herald/retry"
 )
 
@@ -60,4 +62,30 @@ func TestDispatcherSendsInTheHostsTransaction(t *testing.T) {
 		return err == nil && j.State == retry.StateCompleted
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "Order 2", srv.Messages()[0].Header.Get("Subject"))
+}
+
+// The whole send path through PostgreSQL outages: sessions terminated
+// twice and the server restarted while a Dispatcher with capping and
+// tracking on the same server takes and sends messages.
+func TestDispatcherSurvivesPostgresOutages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("failure test: skipped with -short")
+	}
+	p := pool(t)
+	db, _ := freshDB(t, p)
+	ctx := context.Background()
+	drop := func() {
+		_, err := p.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+		if err != nil {
+			t.Logf("terminate: %v", err)
+		}
+	}
+	disruptions := map[int]func(){200: drop, 600: drop}
+	if cmd := os.Getenv("HERALD_PG_RESTART"); cmd != "" {
+		disruptions[900] = multiproc.Shell(t, cmd)
+	} else if os.Getenv("CI") == "true" {
+		t.Fatal("HERALD_PG_RESTART is not set in CI: .ci/run must provide the restart command")
+	}
+	multiproc.SurviveDispatcher(t, multiproc.Stores{Retry: db.Retry(), Capping: db.Capping(), Tracking: db.Tracking()}, disruptions)
 }
