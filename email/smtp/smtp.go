@@ -225,6 +225,34 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// boundedDial dials with the connection's whole handshake — the greeting,
+// EHLO, STARTTLS, AUTH — bounded by the dial's deadline (Timeout, or the
+// message's deadline if sooner): go-mail bounds the TCP connect and each
+// later Send, but reads the greeting with no deadline, so a server that
+// accepts and never speaks held a worker forever (found by the chaos
+// matrix). Send sets its own deadline on the pooled connection.
+func boundedDial(implicitTLS bool, tlsCfg *tls.Config) mail.DialContextFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			_ = conn.SetDeadline(dl)
+		}
+		if !implicitTLS {
+			return conn, nil
+		}
+		tc := tls.Client(conn, tlsCfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}
+
 func (s *sender) newClient() (*mail.Client, error) {
 	c := &s.cfg
 	opts := []mail.Option{
@@ -247,7 +275,7 @@ func (s *sender) newClient() (*mail.Client, error) {
 			tlsCfg.ServerName = c.Host
 		}
 	}
-	opts = append(opts, mail.WithTLSConfig(tlsCfg))
+	opts = append(opts, mail.WithTLSConfig(tlsCfg), mail.WithDialContextFunc(boundedDial(c.TLS == ImplicitTLS, tlsCfg)))
 	if c.Username != "" {
 		auth := mail.SMTPAuthPlain
 		if c.AuthLogin {
