@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/internal/lazyfs"
@@ -26,7 +27,8 @@ import (
 
 // The power-loss loop: a child process works the embedded store on a lazy
 // file system (internal/lazyfs) — enqueues with keys and workers, capping
-// reservations committed, durable tracking events, Inbox items — and
+// reservations committed, durable tracking events, Inbox items, a
+// campaign's fan-out checkpoints (a page's jobs and its cursor) — and
 // writes each acknowledged operation to a ledger on the real disk. The
 // parent cuts the power at a random moment (every write not fsynced is
 // taken back), kills the child, remounts, and checks: the store opens with
@@ -86,6 +88,20 @@ func powerChild() int {
 			id := fmt.Sprintf("t%s-%d", round, n)
 			if _, err := db.Tracking().Append(ctx, []tracking.Event{{ID: id, MessageID: id, Type: tracking.Sent, At: time.Now()}}); err == nil {
 				ack("T %s", id)
+			}
+		}
+	}()
+	go func() {
+		// A campaign's fan-out: each page's jobs and its cursor in one write.
+		key := "camp-" + round
+		if _, _, err := db.Checkpoints().Create(ctx, checkpoint.Record{Key: key, Created: time.Now()}); err != nil {
+			return
+		}
+		for n := 1; ; n++ {
+			jobs := []*retry.Job{{Kind: "p", Payload: []byte(`{}`), Lane: retry.DefaultLane, IdempotencyKey: fmt.Sprintf("%s-page%d", key, n),
+				RunAt: time.Now(), MaxAttempts: 3, State: retry.StateAvailable, CreatedAt: time.Now(), UpdatedAt: time.Now()}}
+			if _, err := db.Checkpoints().Checkpoint(key, strconv.Itoa(n), 1, 0, false).Enqueue(ctx, jobs, time.Now().Add(-time.Hour)); err == nil {
+				ack("P %s %d", key, n)
 			}
 		}
 	}()
@@ -152,6 +168,7 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 	ctx := context.Background()
 	kf := db.Retry().(retry.KeyFinder)
 	commits := map[string]int{}
+	cursors := map[string]int{}
 	items := map[string]map[string]bool{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -168,6 +185,9 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 			}
 		case "C":
 			commits[f[1]]++
+		case "P":
+			n, _ := strconv.Atoi(f[2])
+			cursors[f[1]] = max(cursors[f[1]], n)
 		case "T":
 			ok, err := db.Tracking().Has(ctx, f[1], tracking.Sent)
 			require.NoError(t, err)
@@ -181,6 +201,16 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 			if !items[f[1]][f[2]] {
 				lost = append(lost, line)
 			}
+		}
+	}
+	for key, n := range cursors {
+		r, err := db.Checkpoints().Get(ctx, key)
+		require.NoError(t, err)
+		if c, _ := strconv.Atoi(r.Cursor); c < n {
+			lost = append(lost, fmt.Sprintf("P %s: cursor %q, acknowledged %d", key, r.Cursor, n))
+		}
+		if _, err := kf.JobIDByKey(ctx, fmt.Sprintf("%s-page%d", key, n)); err != nil {
+			lost = append(lost, fmt.Sprintf("P %s: page %d's job: %v", key, n, err))
 		}
 	}
 	for key, n := range commits {
