@@ -94,14 +94,8 @@ func SurviveDispatcher(t *testing.T, st Stores, disruptions map[int]func()) {
 					mu.Unlock()
 					time.Sleep(50 * time.Millisecond)
 				}
-				var run func()
 				mu.Lock()
-				for at, f := range disruptions {
-					if len(accepted) >= at && !fired[at] {
-						fired[at], run = true, f
-						break
-					}
-				}
+				run := due(disruptions, fired, len(accepted))
 				mu.Unlock()
 				if run != nil {
 					run()

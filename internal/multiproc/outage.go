@@ -64,13 +64,7 @@ func Survive(t *testing.T, q *retry.Queue, jobs int, disruptions map[int]func())
 				}
 				ackMu.Lock()
 				ackCount++
-				var run func()
-				for at, d := range disruptions {
-					if ackCount >= at && !fired[at] {
-						fired[at], run = true, d
-						break
-					}
-				}
+				run := due(disruptions, fired, ackCount)
 				ackMu.Unlock()
 				if run != nil {
 					run()
@@ -116,4 +110,16 @@ func Shell(t *testing.T, command string) func() {
 			t.Errorf("%s: %v\n%s", command, err, out)
 		}
 	}
+}
+
+// due returns the first disruption whose count has been reached and that
+// has not fired yet, marking it fired (the caller holds the lock on fired).
+func due(disruptions map[int]func(), fired map[int]bool, count int) func() {
+	for at, d := range disruptions {
+		if count >= at && !fired[at] {
+			fired[at] = true
+			return d
+		}
+	}
+	return nil
 }

@@ -8,7 +8,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
+import { launch, sleep, until } from "./browser.mjs";
 
 const root = resolve(import.meta.dirname, "../../..");
 const work = mkdtempSync(join(tmpdir(), "herald-console-"));
@@ -48,11 +48,7 @@ before(async () => {
   await run(["serve", "-config", join(dir, "herald.yaml")], /listening/);
   base = `http://${addr}`;
   key = readFileSync(join(dir, "admin-key"), "utf8").trim();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launch();
 });
 
 after(async () => {
@@ -71,15 +67,6 @@ async function api(method, path, body, headers = {}) {
   return { status: res.status, body: await res.json().catch(() => null) };
 }
 
-async function until(what, f, ms = 15_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test("the console: log in, pause a lane and see it paused, requeue a dead letter and see it leave the list", async () => {
   // A push that goes out, and an email to an address the server refuses for good: a dead letter.
