@@ -150,14 +150,14 @@ func (e *InvalidError) Error() string {
 // Unwrap returns ErrInvalid.
 func (e *InvalidError) Unwrap() error { return ErrInvalid }
 
-func (c *Campaign) validate(audiences map[string]Iterator, now time.Time) error {
+func (c *Campaign) validate(audience func(string) Iterator, now time.Time) error {
 	bad := func(f, r string) error { return &InvalidError{Field: f, Reason: r} }
 	switch {
 	case c.Key == "" || len(c.Key) > 100 || strings.ContainsAny(c.Key, "/\x00\r\n"):
 		return bad("Key", "required, at most 100 bytes, without / or control characters")
 	case c.Audience == "":
 		return bad("Audience", "required")
-	case audiences[c.Audience] == nil:
+	case audience(c.Audience) == nil:
 		return bad("Audience", fmt.Sprintf("unknown audience %q (Config.Audiences)", c.Audience))
 	case c.Content.Push == nil && c.Content.Email == nil && c.Content.SMS == nil:
 		return bad("Content", "empty: set Push, Email or SMS")
@@ -178,7 +178,7 @@ func (c *Campaign) validate(audiences map[string]Iterator, now time.Time) error 
 		}
 	}
 	if !c.FinishBy.IsZero() {
-		if _, ok := audiences[c.Audience].(Sizer); !ok {
+		if _, ok := audience(c.Audience).(Sizer); !ok {
 			return bad("FinishBy", "the audience does not know its size (implement Sizer), so no rate can be derived")
 		}
 	}

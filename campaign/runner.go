@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/tracking"
 )
@@ -31,6 +32,10 @@ type Config struct {
 	Store checkpoint.Store
 	// Audiences are the iterators campaigns name.
 	Audiences map[string]Iterator
+	// StoredAudiences, when set, holds every audience not in Audiences: a
+	// campaign naming one targets that stored audience (Stored), so a
+	// service can take uploads and campaigns by name at run time.
+	StoredAudiences audience.Store
 	// PageSize is the most recipients read (and messages enqueued) per
 	// checkpoint. Default 500.
 	PageSize int
@@ -77,12 +82,24 @@ func New(cfg *Config) (*Runner, error) {
 	return r, nil
 }
 
+// audience returns the Iterator a campaign names: one of Config.Audiences,
+// or else a stored audience of Config.StoredAudiences; nil when neither.
+func (r *Runner) audience(name string) Iterator {
+	if it := r.cfg.Audiences[name]; it != nil {
+		return it
+	}
+	if r.cfg.StoredAudiences != nil && name != "" {
+		return Stored(r.cfg.StoredAudiences, name)
+	}
+	return nil
+}
+
 // Create stores a new campaign, running; with a known key it returns the
 // stored one (ErrConflict if its content differs). Bad input gets an
 // *InvalidError and stores nothing.
 func (r *Runner) Create(ctx context.Context, c Campaign) (Status, error) {
 	now := r.cfg.Now()
-	if err := c.validate(r.cfg.Audiences, now); err != nil {
+	if err := c.validate(r.audience, now); err != nil {
 		return Status{}, err
 	}
 	if _, err := compile(&c); err != nil {
@@ -195,7 +212,7 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		return err
 	}
 	c := &st.Campaign
-	it := r.cfg.Audiences[c.Audience]
+	it := r.audience(c.Audience)
 	if it == nil {
 		return &InvalidError{Field: "Audience", Reason: fmt.Sprintf("unknown audience %q", c.Audience)}
 	}
@@ -499,7 +516,7 @@ func (r *Runner) Progress(ctx context.Context, key string, outbox *tracking.Outb
 		}
 		p.Counts, p.Complete = s.Counts, s.Complete
 	}
-	if sz, ok := r.cfg.Audiences[st.Campaign.Audience].(Sizer); ok {
+	if sz, ok := r.audience(st.Campaign.Audience).(Sizer); ok {
 		p.Size, _ = sz.Size(ctx)
 	}
 	if el := now.Sub(st.Created).Seconds(); el > 0 {

@@ -18,7 +18,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/email/smtp"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/inbox"
@@ -36,11 +38,13 @@ import (
 
 // stores are what one store kind provides.
 type stores struct {
-	retry    retry.Store
-	capping  capping.Store
-	tracking tracking.Store
-	inbox    inbox.Store
-	closers  []io.Closer
+	retry       retry.Store
+	capping     capping.Store
+	tracking    tracking.Store
+	inbox       inbox.Store
+	audiences   audience.Store
+	checkpoints checkpoint.Store
+	closers     []io.Closer
 }
 
 func (s *stores) Close() error {
@@ -78,6 +82,7 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 			return nil, fmt.Errorf("postgres: migrate: %w", err)
 		}
 		return &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(),
+			audiences: db.Audiences(), checkpoints: db.Checkpoints(),
 			closers: []io.Closer{closerFunc(func() error { pool.Close(); return nil })}}, nil
 	case "redis":
 		pw, _ := ResolveSecret(c.Password)
@@ -99,14 +104,14 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 			return nil, err
 		}
 		return &stores{retry: rs, capping: rs.Capping(), tracking: db.Tracking(), inbox: rs.Inbox(),
-			closers: []io.Closer{rs, db}}, nil
+			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), closers: []io.Closer{rs, db}}, nil
 	}
 	db, err := embedded.Open(c.Path, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(),
-		closers: []io.Closer{db}}, nil
+		audiences: db.Audiences(), checkpoints: db.Checkpoints(), closers: []io.Closer{db}}, nil
 }
 
 // tlsWith returns a TLS config trusting the system's roots and caFile's.

@@ -277,6 +277,33 @@ func TestHeralddEndToEnd(t *testing.T) {
 	require.Equal(t, 200, code)
 	require.Eventually(t, func() bool { return len(f.SMTP.Messages()) == 2 }, 10*time.Second, 20*time.Millisecond)
 
+	// A stored audience and a campaign to it, fanned out by heraldd.
+	var members []map[string]any
+	for i := range 20 {
+		members = append(members, map[string]any{"user": fmt.Sprint("fan", i), "token": pushtest.DeviceToken(fmt.Sprint("fan", i)),
+			"vars": map[string]string{"first": fmt.Sprint("Fan", i)}})
+	}
+	code, v = p.do(t, "POST", "/v1/audiences/fans/members", sender, map[string]any{"upload_id": "u1", "members": members})
+	require.Equal(t, 200, code, "%v", v)
+	code, v = p.do(t, "POST", "/v1/audiences/fans/members", sender, map[string]any{"upload_id": "u1", "members": members})
+	require.Equal(t, 200, code)
+	require.Equal(t, true, v["duplicate"], "an upload retried with its ID changes nothing")
+	code, v = p.do(t, "POST", "/v1/campaigns", sender, map[string]any{"Key": "launch", "Audience": "fans", "PerSecond": 200,
+		"Content": map[string]any{"Push": map[string]any{"Provider": "apns", "Notification": map[string]any{"Title": "Hi {{.first}}"}}}})
+	require.Equal(t, 202, code, "%v", v)
+	code, v = p.do(t, "POST", "/v1/campaigns", sender, map[string]any{"Key": "broken", "Audience": "fans", "PerSecond": 200, "Content": map[string]any{}})
+	require.Equal(t, 400, code, "%v", v)
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, r := range f.APNs.Delivered() {
+			if a, ok := r.Payload["aps"].(map[string]any); ok && strings.HasPrefix(fmt.Sprint(a["alert"]), "map[title:Hi Fan") {
+				n++
+			}
+		}
+		_, v := p.do(t, "GET", "/v1/campaigns/launch", reader, nil)
+		return n == 20 && v["FanoutDone"] == true && v["Enqueued"] == float64(20)
+	}, 20*time.Second, 50*time.Millisecond, "the campaign reaches its 20 fans")
+
 	// The metrics moved.
 	require.Eventually(t, func() bool {
 		after := scrape(t, p)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/campaign"
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/inbox"
 	"github.com/heraldhq/herald/retry"
@@ -30,18 +31,23 @@ import (
 
 // Server is a running heraldd.
 type Server struct {
-	cfg      *Config
-	log      *slog.Logger
-	st       *stores
-	d        *herald.Dispatcher
-	outbox   *tracking.Outbox
-	limiter  *capping.Limiter
-	keys     map[string]*APIKey // by SHA-256 hex
-	tokens   *inbox.Tokens
-	notifier *inbox.Notifier
-	metrics  *metrics
-	console  *console
-	started  time.Time
+	cfg       *Config
+	log       *slog.Logger
+	st        *stores
+	d         *herald.Dispatcher
+	outbox    *tracking.Outbox
+	limiter   *capping.Limiter
+	keys      map[string]*APIKey // by SHA-256 hex
+	tokens    *inbox.Tokens
+	notifier  *inbox.Notifier
+	metrics   *metrics
+	console   *console
+	campaigns *campaign.Runner
+	// runs are the campaigns this process is fanning out, by key.
+	runMu   sync.Mutex
+	runs    map[string]context.CancelFunc
+	runCtx  context.Context
+	started time.Time
 	// lastProgress is when a worker last finished an attempt (unix nanos).
 	lastProgress atomic.Int64
 	handler      http.Handler
@@ -89,6 +95,8 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	hc := &herald.Config{
 		Store: s.st.retry, Limiter: s.limiter, DeferCapped: cfg.Capping.Defer, Tracker: s.outbox,
 		Inbox: s.st.inbox, Notifier: s.notifier, Logger: log,
+		// A cancelled campaign's waiting messages are refused at send time.
+		Eligible:      func(ctx context.Context, m *herald.Message) (bool, string) { return s.campaigns.Eligible(ctx, m) },
 		Transactional: laneConfig(cfg.Lanes.Transactional), Campaign: laneConfig(cfg.Lanes.Campaign),
 		DefaultTTL: time.Duration(cfg.Messages.DefaultTTL),
 		Queue: retry.Config{Observer: s.observe, CompletedRetention: time.Duration(cfg.Messages.Retention),
@@ -106,6 +114,13 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		s.closeStores()
 		return nil, err
 	}
+	s.campaigns, err = campaign.New(&campaign.Config{Dispatcher: s.d, Store: s.st.checkpoints,
+		StoredAudiences: s.st.audiences, Logger: log})
+	if err != nil {
+		s.closeStores()
+		return nil, err
+	}
+	s.runs, s.runCtx = map[string]context.CancelFunc{}, context.Background()
 	if cfg.Inbox.TokenKey != "" {
 		key, _ := ResolveSecret(cfg.Inbox.TokenKey)
 		s.tokens = &inbox.Tokens{Key: key, TTL: cmp.Or(time.Duration(cfg.Inbox.TokenTTL), time.Hour)}
@@ -135,7 +150,12 @@ func (s *Server) observe(e retry.Event) {
 func (s *Server) Dispatcher() *herald.Dispatcher { return s.d }
 
 // Start runs the workers until Close.
-func (s *Server) Start(ctx context.Context) error { return s.d.Start(ctx) }
+func (s *Server) Start(ctx context.Context) error {
+	s.runMu.Lock()
+	s.runCtx = ctx
+	s.runMu.Unlock()
+	return s.d.Start(ctx)
+}
 
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -145,6 +165,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.stopRuns()
 		err = s.d.Stop(ctx)
 		s.closeStores()
 	})
@@ -187,6 +208,12 @@ func (s *Server) apiRoutes() []route {
 		{"GET", "/v1/messages", "read", s.messageByKey},
 		{"GET", "/v1/messages/{id}", "read", s.messageByID},
 		{"POST", "/v1/events", "events", s.ingest().ServeHTTP},
+		{"POST", "/v1/audiences/{name}/members", "send", s.uploadMembers},
+		{"POST", "/v1/audiences/{name}/remove", "send", s.removeMembers},
+		{"GET", "/v1/audiences/{name}", "read", s.audienceSize},
+		{"POST", "/v1/campaigns", "send", s.createCampaign},
+		{"GET", "/v1/campaigns/{key}", "read", s.campaignProgress},
+		{"POST", "/v1/campaigns/{key}/{action}", "send", s.campaignAction},
 		{"GET", "/v1/admin/lanes", "admin", s.adminLanes},
 		{"POST", "/v1/admin/lanes/{lane}/pause", "admin", s.adminPause},
 		{"POST", "/v1/admin/lanes/{lane}/resume", "admin", s.adminResume},
