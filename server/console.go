@@ -67,6 +67,8 @@ func (c *console) routes() []route {
 		{"POST", "/console/dead/{id}/requeue", "", c.with(c.requeue)},
 		{"POST", "/console/dead/{action}", "", c.with(c.deadAll)},
 		{"GET", "/console/messages", "", c.with(c.message)},
+		{"GET", "/console/campaigns", "", c.with(c.campaign)},
+		{"POST", "/console/campaigns/{key}/{action}", "", c.with(c.campaignAction)},
 	}
 }
 
@@ -289,4 +291,43 @@ func (c *console) message(w http.ResponseWriter, r *http.Request, csrf string) {
 		}
 	}
 	c.render(w, "messages.html", data)
+}
+
+// campaign finds a campaign by key: its progress, with pause, resume and
+// cancel.
+func (c *console) campaign(w http.ResponseWriter, r *http.Request, csrf string) {
+	key := strings.TrimSpace(r.URL.Query().Get("key"))
+	data := map[string]any{"CSRF": csrf, "Page": "campaigns", "Key": key, "Flash": r.URL.Query().Get("done")}
+	if key != "" {
+		if p, err := c.s.campaigns.Progress(r.Context(), key, c.s.outbox); err == nil {
+			data["Campaign"] = p
+		} else {
+			data["NotFound"] = true
+		}
+	}
+	c.render(w, "campaigns.html", data)
+}
+
+func (c *console) campaignAction(w http.ResponseWriter, r *http.Request, _ string) {
+	key, action := r.PathValue("key"), r.PathValue("action")
+	var err error
+	switch action {
+	case "pause":
+		err = c.s.campaigns.Pause(r.Context(), key)
+	case "resume":
+		if err = c.s.campaigns.Resume(r.Context(), key); err == nil {
+			c.s.run(key)
+		}
+	case "cancel":
+		err = c.s.campaigns.Cancel(r.Context(), key)
+	default:
+		http.Error(w, "no such action", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, "not done: "+err.Error(), http.StatusConflict)
+		return
+	}
+	c.s.log.Info("heraldd: console: campaign "+action, "campaign", key)
+	http.Redirect(w, r, "/console/campaigns?key="+url.QueryEscape(key)+"&done="+url.QueryEscape(action), http.StatusSeeOther)
 }

@@ -107,6 +107,19 @@ test("the console: log in, pause a lane and see it paused, requeue a dead letter
   const lane = (await api("GET", "/v1/admin/lanes")).body.lanes.find((l) => l.lane === "transactional.email");
   assert.equal(lane.ready, 1, "it waits in the paused lane");
 
+  // A campaign paced at one message a second to a stored audience, paused from the console.
+  const members = Array.from({ length: 30 }, (_, i) => ({ user: `fan${i}`, email: `fan${i}@example.com` }));
+  assert.equal((await api("POST", "/v1/audiences/fans/members", { upload_id: "u1", members })).status, 200);
+  assert.equal((await api("POST", "/v1/campaigns", { Key: "spring-sale", Name: "Spring sale", Audience: "fans", PerSecond: 1,
+    Content: { Email: { From: "shop@example.com", Subject: "Spring sale", Text: "20% off" } } })).status, 202);
+  await page.goto(`${base}/console/campaigns?key=spring-sale`);
+  await page.waitForSelector("#campaign");
+  assert.equal((await page.locator("#campaign .state").innerText()).trim(), "running");
+  await page.locator("button", { hasText: "Pause" }).click();
+  await page.waitForSelector("#flash");
+  assert.equal((await page.locator("#campaign .state").innerText()).trim(), "paused");
+  await page.screenshot({ path: join(root, "docs/console-campaign.png") });
+
   // A form from another origin, or without the session's token, is refused.
   const cookies = await ctx.cookies();
   const res = await fetch(`${base}/console/lanes/transactional.email/resume`, {
