@@ -144,13 +144,7 @@ func Handler(cfg *HandlerConfig) http.Handler {
 	}
 	if c.Events != nil {
 		ic := c.Ingest
-		ic.Authenticate = func(r *http.Request) (string, error) {
-			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok {
-				return "", ErrBadToken
-			}
-			return c.Tokens.Check(tok, c.Now())
-		}
+		ic.Authenticate = c.userOf
 		ic.Logger = cmp.Or(ic.Logger, c.Logger)
 		mux.Handle("POST /events", tracking.IngestHandler(c.Events, &ic))
 	}
@@ -184,15 +178,19 @@ func reply(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (c *HandlerConfig) user(w http.ResponseWriter, r *http.Request) (string, bool) {
+// userOf returns the user a request's token names.
+func (c *HandlerConfig) userOf(r *http.Request) (string, error) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		reply(w, http.StatusUnauthorized, map[string]string{"error": "missing user token (Authorization: Bearer <token>)"})
-		return "", false
+		return "", fmt.Errorf("%w: missing (Authorization: Bearer <token>)", ErrBadToken)
 	}
-	u, err := c.Tokens.Check(tok, c.Now())
+	return c.Tokens.Check(tok, c.Now())
+}
+
+func (c *HandlerConfig) user(w http.ResponseWriter, r *http.Request) (string, bool) {
+	u, err := c.userOf(r)
 	if err != nil {
-		reply(w, http.StatusUnauthorized, map[string]string{"error": "user token not valid or expired"})
+		reply(w, http.StatusUnauthorized, map[string]string{"error": "user token missing, not valid or expired (Authorization: Bearer <token>)"})
 		return "", false
 	}
 	return u, true

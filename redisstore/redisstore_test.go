@@ -190,13 +190,7 @@ func TestSurvivesRedisCrash(t *testing.T) {
 	}
 	c := client(t)
 	ctx := context.Background()
-	cmd := os.Getenv("HERALD_REDIS_RESTART")
-	if cmd == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("HERALD_REDIS_RESTART is not set in CI: .ci/run must provide the restart command")
-		}
-		t.Skip("HERALD_REDIS_RESTART not set (bash .ci/run sets it)")
-	}
+	cmd := restartCommand(t)
 	p := newPrefix(t, c)
 	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: p})
 	require.NoError(t, err)
@@ -342,6 +336,18 @@ func TestDispatcherSurvivesRedisCrash(t *testing.T) {
 	}
 	c := client(t)
 	ctx := context.Background()
+	cmd := restartCommand(t)
+	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: newPrefix(t, c)})
+	require.NoError(t, err)
+	drop := func() { _ = c.ClientKillByFilter(ctx, "TYPE", "normal").Err() }
+	multiproc.SurviveDispatcher(t, multiproc.Stores{Retry: s, Capping: s.Capping(), Tracking: tracking.NewMemoryStore()},
+		map[int]func(){200: drop, 700: multiproc.Shell(t, cmd)})
+}
+
+// restartCommand is the shell command that crashes and restarts Redis
+// (.ci/run provides it): a failure under CI without it, a skip elsewhere.
+func restartCommand(t *testing.T) string {
+	t.Helper()
 	cmd := os.Getenv("HERALD_REDIS_RESTART")
 	if cmd == "" {
 		if os.Getenv("CI") == "true" {
@@ -349,9 +355,5 @@ func TestDispatcherSurvivesRedisCrash(t *testing.T) {
 		}
 		t.Skip("HERALD_REDIS_RESTART not set (bash .ci/run sets it)")
 	}
-	s, err := redisstore.New(ctx, c, &redisstore.Config{Prefix: newPrefix(t, c)})
-	require.NoError(t, err)
-	drop := func() { _ = c.ClientKillByFilter(ctx, "TYPE", "normal").Err() }
-	multiproc.SurviveDispatcher(t, multiproc.Stores{Retry: s, Capping: s.Capping(), Tracking: tracking.NewMemoryStore()},
-		map[int]func(){200: drop, 700: multiproc.Shell(t, cmd)})
+	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -307,14 +308,7 @@ func laneConfig(l LaneConfig) retry.LaneConfig {
 func keyName(k *APIKey) string { return strconv.Quote(k.Name) }
 
 // hasScope reports whether k has scope.
-func (k *APIKey) hasScope(scope string) bool {
-	for _, s := range k.Scopes {
-		if s == scope {
-			return true
-		}
-	}
-	return false
-}
+func (k *APIKey) hasScope(scope string) bool { return slices.Contains(k.Scopes, scope) }
 
 // Migrate brings the configured store's schema up to date (PostgreSQL;
 // the embedded and Redis stores migrate themselves when opened).

@@ -50,16 +50,7 @@ export interface InboxItem {
 }
 
 /** An in-app message to show now (decided eligible by the server at this moment). */
-export interface InAppMessage {
-  id: string;
-  title?: string;
-  body?: string;
-  data?: Record<string, string>;
-  category?: string;
-  campaign?: string;
-  created: string;
-  expires?: string;
-}
+export type InAppMessage = Omit<InboxItem, "read_at" | "seen_at" | "archived_at">;
 
 export interface Counts {
   unread: number;
