@@ -28,7 +28,9 @@ type attempt struct {
 // handle runs one attempt of one message.
 func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	a := &attempt{job: job}
-	if err := json.Unmarshal(job.Payload, &a.m); err != nil {
+	if m, ok := job.Decoded.(*Message); ok {
+		a.m = *m // handed over in memory by the store: no decoding
+	} else if err := json.Unmarshal(job.Payload, &a.m); err != nil {
 		return retry.Permanent(fmt.Errorf("herald: job %d: undecodable message: %w", job.ID, err))
 	}
 	if a.b = d.breakers[a.m.route()]; a.b == nil {

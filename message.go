@@ -3,6 +3,8 @@ package herald
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -247,4 +249,48 @@ func (m *Message) subject() capping.Subject {
 		User: m.User, Device: m.Device, TimeZone: m.TimeZone, Channel: string(m.Channel()),
 		Labels: m.Labels, Automation: m.Automation, Transactional: m.Transactional,
 	}
+}
+
+// detached returns a copy of m that shares no memory with the caller's
+// (Send may not keep the caller's maps and slices), for the queue to hand
+// to the worker as Job.Decoded instead of a JSON round trip. Messages with
+// parts it does not copy (free-form APNs custom values, Web Push actions,
+// email, in-app, Inbox) return false and are decoded from the payload.
+func (m *Message) detached() (*Message, bool) {
+	if m.Email != nil || m.InApp != nil || m.Inbox != nil {
+		return nil, false
+	}
+	c := *m
+	c.Labels = slices.Clone(m.Labels)
+	if m.Push != nil {
+		p := *m.Push
+		n := &p.Notification
+		if n.APNs != nil && n.APNs.Custom != nil || n.WebPush != nil && n.WebPush.Actions != nil {
+			return nil, false
+		}
+		n.Data = maps.Clone(n.Data)
+		if n.Badge != nil {
+			b := *n.Badge
+			n.Badge = &b
+		}
+		if n.APNs != nil {
+			a := *n.APNs
+			n.APNs = &a
+		}
+		if n.FCM != nil {
+			f := *n.FCM
+			f.Data = maps.Clone(f.Data)
+			n.FCM = &f
+		}
+		if n.WebPush != nil {
+			w := *n.WebPush
+			n.WebPush = &w
+		}
+		c.Push = &p
+	}
+	if m.SMS != nil {
+		s := *m.SMS
+		c.SMS = &s
+	}
+	return &c, true
 }

@@ -308,9 +308,14 @@ func (d *Dispatcher) job(m *Message, now time.Time) (retry.EnqueueParams, error)
 	if m.SendAt.After(now) {
 		start = m.SendAt
 	}
+	var decoded any
+	if dm, ok := m.detached(); ok {
+		decoded = dm
+	}
 	return retry.EnqueueParams{
 		Kind:           JobKind,
 		Payload:        payload,
+		Decoded:        decoded,
 		IdempotencyKey: m.IdempotencyKey,
 		Digest:         hex.EncodeToString(sum[:16]),
 		Lane:           Lane(m.Transactional, m.route()),

@@ -101,7 +101,7 @@ func (s *checkpointStore) Checkpoint(key, cursor string, recipients, invalid int
 				return checkpoint.ErrNotFound
 			}
 			return nil
-		}, nil)
+		}, func() { s.db.retry.admit(jobs, res) })
 		if err != nil {
 			return nil, err
 		}

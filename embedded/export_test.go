@@ -20,3 +20,6 @@ func SetApplicationIDForTest(path string, id int) error {
 // SetSynchronousOffForTest opens later DBs with synchronous=OFF: commits
 // are not synced, which the power-loss loop must catch.
 func SetSynchronousOffForTest() { synchronous = "OFF" }
+
+// SetClaimLogRotateForTest makes the claim log rotate past n bytes.
+func SetClaimLogRotateForTest(n int64) { claimLogRotate = n }

@@ -52,7 +52,7 @@ func (s *inboxStore) Enqueuer(_ retry.Enqueuer, items []inbox.Item) retry.Enqueu
 				}
 			}
 			return nil
-		}, nil)
+		}, func() { s.db.retry.admit(jobs, res) })
 		if err != nil {
 			return nil, err
 		}

@@ -1,11 +1,15 @@
 package embedded
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,15 +18,47 @@ import (
 )
 
 // retryStore is the retry.Store of a DB.
+//
+// The file belongs to this process alone (Open holds its lock), so the
+// queue's live state — which jobs are ready, scheduled or running, in
+// what order, under which lease — is kept in memory (memq) and SQLite is
+// the durable record of what must survive: enqueues, outcomes, pauses.
+// A claim is a few heap operations and one append to the claim log (see
+// claimLog); it never waits for the writer. Open rebuilds the memory
+// state from the file.
 type retryStore struct {
 	db *DB
 
 	// Statements prepared on the writer connection; used only inside ops.
-	insJob, getKey, putKey, promote, ready, markRunning, finish, extend *sql.Stmt
+	insJob, getKey, putKey, finish, rescue *sql.Stmt
+	byIDs                                  *sql.Stmt // on the readers' pool
 
-	mu     sync.RWMutex
-	paused map[string]bool // a cache of retry_lanes: only this process writes it
+	mu      sync.Mutex
+	lanes   map[string]*laneQ
+	running map[int64]*leaseRec
+	epoch   int64 // this open's number: the high bits of every lease token
+	seq     int64 // lease tokens handed out in this open
+	// cache holds jobs enqueued by this process until their first claim
+	// (with Job.Decoded), within cacheLimit bytes: such a claim reads
+	// nothing from the file.
+	cache      map[int64]*retry.Job
+	cacheBytes int
+	claims     *claimLog
 }
+
+// cacheLimit bounds the jobs kept in memory for their first claim, and
+// cacheAhead keeps only those likely to be claimed soon: a job that joins
+// a lane with more waiting is read from the file when its turn comes, so
+// a backlog costs 24 bytes per job, not the job.
+const (
+	cacheLimit = 8 << 20
+	cacheAhead = 4096
+)
+
+// tokenBits are the low bits of a lease token: the claim's number within
+// one open. The open's epoch fills the bits above, so every token is
+// greater than any handed out by an earlier open of the file.
+const tokenBits = 40
 
 var _ retry.Store = (*retryStore)(nil)
 
@@ -30,7 +66,7 @@ const jobCols = `id, kind, lane, state, priority, run_at, expires_at, max_attemp
 	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload, skipped`
 
 func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
-	s := &retryStore{db: db, paused: map[string]bool{}}
+	s := &retryStore{db: db, lanes: map[string]*laneQ{}, running: map[int64]*leaseRec{}, cache: map[int64]*retry.Job{}}
 	prep := func(dst **sql.Stmt, q string) error {
 		st, err := db.w.PrepareContext(ctx, q)
 		if err != nil {
@@ -47,64 +83,224 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 			idem_key, created_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?)`},
 		{&s.getKey, `SELECT job_id, created_at, digest FROM retry_keys WHERE key = ?`},
 		{&s.putKey, `INSERT OR REPLACE INTO retry_keys (key, job_id, created_at, digest) VALUES (?,?,?,?)`},
-		{&s.promote, `UPDATE retry_jobs SET state = 1 WHERE state = 2 AND lane = ? AND run_at <= ?`},
-		// Claim reads the best due rows and updates them one by one: an
-		// UPDATE ... WHERE id IN (subquery) RETURNING builds two ephemeral
-		// tables per call, which cost more than the claim itself.
-		{&s.ready, `SELECT ` + jobCols + ` FROM retry_jobs WHERE state = 1 AND lane = ?
-			ORDER BY priority DESC, run_at, id LIMIT ?`},
-		{&s.markRunning, `UPDATE retry_jobs SET state = 3, attempt = attempt + 1, lease_token = lease_token + 1,
-			lease_until = ?, updated_at = ? WHERE id = ?`},
+		// The lease was checked in memory: an outcome writes by ID.
 		{&s.finish, `UPDATE retry_jobs SET state = ?, updated_at = ?,
 			last_error = CASE WHEN ? <> '' THEN ? ELSE last_error END,
-			attempt = max(attempt - ?, 0), run_at = coalesce(?, run_at), finished_at = ?, lease_until = 0, skipped = ?
-			WHERE id = ? AND state = 3 AND lease_token = ?`},
-		{&s.extend, `UPDATE retry_jobs SET lease_until = ? WHERE id = ? AND state = 3 AND lease_token = ?`},
+			attempt = ?, lease_token = ?, run_at = coalesce(?, run_at), finished_at = ?, lease_until = 0, skipped = ?
+			WHERE id = ?`},
+		{&s.rescue, `UPDATE retry_jobs SET state = ?, attempt = ?, lease_token = ?, finished_at = ?, run_at = ?,
+			last_error = 'lease expired', lease_until = 0, updated_at = ? WHERE id = ? RETURNING ` + jobCols},
 	} {
 		if err := prep(p.dst, p.q); err != nil {
 			return nil, err
 		}
 	}
+	var err error
+	if s.byIDs, err = db.rdb.PrepareContext(ctx, `SELECT `+jobCols+` FROM retry_jobs WHERE id IN (SELECT value FROM json_each(?))`); err != nil {
+		return nil, err
+	}
+	if err := s.load(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load rebuilds the memory state from the file: the paused lanes, the
+// jobs a stopped process left running (handed back, their attempt
+// counted), a new epoch for lease tokens, and the ready and scheduled
+// jobs of every lane, read in index order (a sorted array is a heap).
+func (s *retryStore) load(ctx context.Context) error {
+	db := s.db
 	rows, err := db.w.QueryContext(ctx, `SELECT lane FROM retry_lanes WHERE paused = 1`)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for rows.Next() {
 		var lane string
 		if err := rows.Scan(&lane); err != nil {
 			_ = rows.Close()
-			return nil, err
+			return err
 		}
-		s.paused[lane] = true
+		s.lane(lane).paused = true
 	}
 	if err := rows.Close(); err != nil {
-		return nil, err
+		return err
 	}
-	// No other process can hold leases on this file (it is locked), so the
-	// jobs left running belong to a process that died: hand them back now
-	// instead of waiting for their leases to lapse.
 	now := time.Now().UnixNano()
-	res, err := db.w.ExecContext(ctx, `UPDATE retry_jobs SET
-		state = CASE WHEN attempt >= max_attempts THEN 5 ELSE 1 END,
-		finished_at = CASE WHEN attempt >= max_attempts THEN ? ELSE 0 END,
-		last_error = 'worker stopped while running it', lease_until = 0, updated_at = ?
-		WHERE state = 3`, now, now)
+	// Jobs in state 3 were left by a version of herald that wrote claims;
+	// jobs in the claim log by this one. No other process can hold leases
+	// on this file (it is locked), so both belong to a process that died:
+	// hand them back now, the attempt counted, instead of waiting for
+	// their leases to lapse.
+	claimed, err := readClaimLog(db.path + claimLogSuffix)
+	if err != nil {
+		return err
+	}
+	if err := s.handBack(ctx, claimed, now); err != nil {
+		return err
+	}
+	if err := db.w.QueryRowContext(ctx, `INSERT INTO retry_meta (key, value) VALUES ('epoch', 1)
+		ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value`).Scan(&s.epoch); err != nil {
+		return err
+	}
+	if s.epoch >= 1<<(63-tokenBits) {
+		return fmt.Errorf("embedded: lease token epochs used up (%d opens)", s.epoch)
+	}
+	if s.claims, err = openClaimLog(db.path + claimLogSuffix); err != nil {
+		return err
+	}
+	// The rows are read through the driver itself: database/sql's Scan
+	// conversions would cost more than the read (a million waiting jobs
+	// load in well under a second this way).
+	return db.w.Raw(func(dc any) error {
+		qc, ok := dc.(driver.QueryerContext)
+		if !ok {
+			return errors.New("embedded: the SQLite driver cannot query")
+		}
+		for _, q := range []struct {
+			state int
+			sql   string
+		}{
+			{1, `SELECT id, priority, run_at FROM retry_jobs WHERE state = 1 AND lane = ?1 ORDER BY priority DESC, run_at, id`},
+			{2, `SELECT id, priority, run_at FROM retry_jobs WHERE state = 2 AND lane = ?1 ORDER BY run_at, id`},
+		} {
+			lanes, err := distinctLanes(ctx, qc, q.state)
+			if err != nil {
+				return err
+			}
+			for _, lane := range lanes {
+				lq := s.lane(lane)
+				h := &lq.ready
+				if q.state == 2 {
+					h = &lq.sched
+				}
+				if err := loadLane(ctx, qc, q.sql, lane, h); err != nil {
+					return err
+				}
+				if q.state == 2 {
+					// (lane, run_at) index order leaves ties by ID; make sure.
+					h.init()
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// loadLane appends the (id, priority, run_at) rows of query to h.
+func loadLane(ctx context.Context, qc driver.QueryerContext, query, lane string, h *jobHeap) error {
+	rows, err := qc.QueryContext(ctx, query, []driver.NamedValue{{Ordinal: 1, Value: lane}})
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, 3)
+	for {
+		if err := rows.Next(dest); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		id, ok1 := dest[0].(int64)
+		prio, ok2 := dest[1].(int64)
+		runAt, ok3 := dest[2].(int64)
+		if !ok1 || !ok2 || !ok3 {
+			return fmt.Errorf("embedded: job row of lane %q is not (int, int, int): %T %T %T", lane, dest[0], dest[1], dest[2])
+		}
+		h.e = append(h.e, qentry{id: id, prio: prio, runAt: runAt})
+	}
+}
+
+// distinctLanes lists the lanes with jobs in state, skipping through the
+// state's partial index (lane first) instead of reading every entry.
+func distinctLanes(ctx context.Context, qc driver.QueryerContext, state int) ([]string, error) {
+	rows, err := qc.QueryContext(ctx, `WITH RECURSIVE l(lane) AS (
+		SELECT min(lane) FROM retry_jobs WHERE state = ?1
+		UNION ALL
+		SELECT (SELECT min(lane) FROM retry_jobs WHERE state = ?1 AND lane > l.lane) FROM l WHERE l.lane IS NOT NULL)
+		SELECT lane FROM l WHERE lane IS NOT NULL`, []driver.NamedValue{{Ordinal: 1, Value: int64(state)}})
 	if err != nil {
 		return nil, err
 	}
-	n, _ := res.RowsAffected()
-	db.recovered = int(n)
-	if n > 0 {
-		db.cfg.Logger.Warn("embedded: handed back jobs left running by a stopped process", "jobs", n)
+	defer rows.Close()
+	var out []string
+	dest := make([]driver.Value, 1)
+	for {
+		if err := rows.Next(dest); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, err
+		}
+		lane, ok := dest[0].(string)
+		if !ok {
+			return nil, fmt.Errorf("embedded: lane is %T, not text", dest[0])
+		}
+		out = append(out, lane)
 	}
-	return s, nil
+}
+
+// handBack returns to their lanes the jobs a stopped process left
+// running: those in state 3 (older versions) and those whose last claim in
+// the claim log has no outcome on disk (its token is above the job's
+// lease_token). Each counts the attempt; one out of attempts is dead.
+func (s *retryStore) handBack(ctx context.Context, claimed map[int64]int64, now int64) error {
+	tx, err := s.db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	const set = `state = CASE WHEN attempt + ?2 >= max_attempts THEN 5 ELSE 1 END,
+		attempt = attempt + ?2,
+		finished_at = CASE WHEN attempt + ?2 >= max_attempts THEN ?1 ELSE 0 END,
+		last_error = 'worker stopped while running it', lease_until = 0, updated_at = ?1`
+	res, err := tx.ExecContext(ctx, `UPDATE retry_jobs SET `+set+` WHERE state = 3`, now, 0)
+	if err != nil {
+		return err
+	}
+	n, _ := res.RowsAffected()
+	if len(claimed) > 0 {
+		st, err := tx.PrepareContext(ctx, `UPDATE retry_jobs SET `+set+`, lease_token = ?4
+			WHERE id = ?3 AND state IN (1, 2) AND lease_token < ?4`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for id, token := range claimed {
+			r, err := st.ExecContext(ctx, now, 1, id, token)
+			if err != nil {
+				return err
+			}
+			k, _ := r.RowsAffected()
+			n += k
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.db.recovered = int(n)
+	if n > 0 {
+		s.db.cfg.Logger.Warn("embedded: handed back jobs left running by a stopped process", "jobs", n)
+	}
+	return nil
+}
+
+func (s *retryStore) lane(name string) *laneQ {
+	l := s.lanes[name]
+	if l == nil {
+		l = &laneQ{ready: jobHeap{byPriority: true}}
+		s.lanes[name] = l
+	}
+	return l
 }
 
 func (s *retryStore) closeStmts() {
-	for _, st := range []*sql.Stmt{s.insJob, s.getKey, s.putKey, s.promote, s.ready, s.markRunning, s.finish, s.extend} {
+	for _, st := range []*sql.Stmt{s.insJob, s.getKey, s.putKey, s.finish, s.rescue, s.byIDs} {
 		if st != nil {
 			_ = st.Close()
 		}
+	}
+	if s.claims != nil {
+		_ = s.claims.close()
 	}
 }
 
@@ -156,11 +352,45 @@ func (s *retryStore) Enqueue(ctx context.Context, jobs []*retry.Job, keysSince t
 		var err error
 		res, err = s.enqueueIn(ctx, jobs, keysSince)
 		return err
-	}, nil)
+	}, func() { s.admit(jobs, res) })
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// admit puts durably enqueued jobs in their lanes' memory state; it runs
+// after the commit (a write's after hook), so no worker can take a job
+// that is not on disk yet. Each job is kept whole for its first claim
+// while the cache has room.
+func (s *retryStore) admit(jobs []*retry.Job, res []retry.EnqueueResult) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, j := range jobs {
+		if i >= len(res) || res[i].Duplicate {
+			continue
+		}
+		e := qentry{id: res[i].ID, runAt: nanos(j.RunAt), prio: int64(j.Priority)}
+		l := s.lane(j.Lane)
+		if j.State == retry.StateAvailable {
+			l.ready.push(e)
+		} else {
+			l.sched.push(e)
+		}
+		if size := jobSize(j); s.cacheBytes+size <= cacheLimit && l.ready.len()+l.sched.len() <= cacheAhead {
+			c := *j
+			c.ID = e.id
+			if c.Payload == nil {
+				c.Payload = []byte{}
+			}
+			s.cache[e.id] = &c
+			s.cacheBytes += size
+		}
+	}
+}
+
+func jobSize(j *retry.Job) int {
+	return len(j.Payload) + len(j.Kind) + len(j.Lane) + len(j.IdempotencyKey) + len(j.Digest) + 256
 }
 
 // enqueueIn inserts jobs inside a write (the writer's transaction), so
@@ -215,150 +445,305 @@ func (s *retryStore) enqueueIn(ctx context.Context, jobs []*retry.Job, keysSince
 	return res, nil
 }
 
-// Claim implements retry.Store.
+// Claim implements retry.Store: the best due jobs come off the lane's
+// heap under the store's mutex; the claim is appended to the claim log (a
+// write to the page cache, no fsync, no transaction). Jobs enqueued by this
+// process are handed over as they were given; others are read from the
+// file by ID, beside the writer.
 func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, leaseUntil time.Time) ([]*retry.Job, error) {
-	s.mu.RLock()
-	paused := s.paused[lane]
-	s.mu.RUnlock()
-	if paused || limit <= 0 {
-		return nil, s.read(ctx)
+	if err := s.read(ctx); err != nil || limit <= 0 {
+		return nil, err
 	}
-	var out []*retry.Job
-	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
-		out = out[:0]
-		n := now.UnixNano()
-		if _, err := s.promote.ExecContext(ctx, lane, n); err != nil {
-			return err
-		}
-		rows, err := s.ready.QueryContext(ctx, lane, limit)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
-				_ = rows.Close()
-				return err
-			}
+	n, until := now.UnixNano(), nanos(leaseUntil)
+	s.mu.Lock()
+	l := s.lanes[lane]
+	if l == nil || l.paused {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	for l.sched.len() > 0 && l.sched.e[0].runAt <= n {
+		l.ready.push(l.sched.pop())
+	}
+	if l.ready.len() == 0 {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	if s.seq+int64(limit) >= 1<<tokenBits {
+		s.mu.Unlock()
+		return nil, errors.New("embedded: lease tokens of this open used up: reopen the store")
+	}
+	out := make([]*retry.Job, 0, min(limit, l.ready.len()))
+	var missing []*leaseRec
+	recs := make([]*leaseRec, 0, cap(out))
+	for len(recs) < limit && l.ready.len() > 0 {
+		e := l.ready.pop()
+		s.seq++
+		r := &leaseRec{id: e.id, prio: e.prio, runAt: e.runAt, lane: lane, token: s.epoch<<tokenBits | s.seq, until: until, claimedAt: n}
+		s.running[e.id] = r
+		recs = append(recs, r)
+		if j := s.cache[e.id]; j != nil {
+			delete(s.cache, e.id)
+			s.cacheBytes -= jobSize(j)
+			s.started(r, j, now)
 			out = append(out, j)
+		} else {
+			missing = append(missing, r)
 		}
-		if err := rows.Close(); err != nil {
-			return err
+	}
+	err := s.claims.append(recs)
+	if err == nil {
+		if rerr := s.claims.rotate(s.running); rerr != nil {
+			s.db.cfg.Logger.Warn("embedded: rotating the claim log failed; it keeps growing", "err", rerr)
 		}
-		until := nanos(leaseUntil)
-		for _, j := range out {
-			if _, err := s.markRunning.ExecContext(ctx, until, n, j.ID); err != nil {
-				return err
+	}
+	s.mu.Unlock()
+	if err == nil && len(missing) > 0 {
+		var jobs []*retry.Job
+		if jobs, err = s.readJobs(ctx, missing); err == nil {
+			s.mu.Lock()
+			for _, j := range jobs {
+				s.started(s.running[j.ID], j, now)
 			}
-			j.State, j.Attempt, j.LeaseToken = retry.StateRunning, j.Attempt+1, j.LeaseToken+1
-			j.LeaseUntil, j.UpdatedAt = fromNanos(until), now
+			s.mu.Unlock()
+			out = append(out, jobs...)
 		}
-		return nil
-	}, nil)
+	}
 	if err != nil {
+		// Give every job of this claim back, as it was.
+		s.mu.Lock()
+		for _, r := range recs {
+			delete(s.running, r.id)
+			s.lanes[lane].ready.push(qentry{id: r.id, runAt: r.runAt, prio: r.prio})
+		}
+		s.mu.Unlock()
 		return nil, err
 	}
 	retry.SortClaimed(out)
 	return out, nil
 }
 
-// ExtendLeases implements retry.Store.
-func (s *retryStore) ExtendLeases(ctx context.Context, leases []retry.Lease, until time.Time) ([]error, error) {
-	errs := make([]error, len(leases))
-	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
-		for i, l := range leases {
-			r, err := s.extend.ExecContext(ctx, nanos(until), l.ID, l.Token)
-			if err != nil {
-				return err
-			}
-			errs[i] = lostUnless(r)
+// started makes j the running job of lease r (under s.mu).
+func (s *retryStore) started(r *leaseRec, j *retry.Job, now time.Time) {
+	j.State, j.Attempt, j.LeaseToken = retry.StateRunning, j.Attempt+1, r.token
+	j.LeaseUntil, j.UpdatedAt = fromNanos(r.until), now
+	r.attempt, r.maxAttempts, r.loaded = j.Attempt, j.MaxAttempts, true
+}
+
+// readJobs reads the rows of claimed jobs by ID (on a reader connection,
+// beside the writer), through one prepared statement whatever the count.
+func (s *retryStore) readJobs(ctx context.Context, recs []*leaseRec) ([]*retry.Job, error) {
+	ids := make([]byte, 0, 12*len(recs))
+	ids = append(ids, '[')
+	for i, r := range recs {
+		if i > 0 {
+			ids = append(ids, ',')
 		}
-		return nil
-	}, nil)
+		ids = strconv.AppendInt(ids, r.id, 10)
+	}
+	ids = append(ids, ']')
+	rows, err := s.byIDs.QueryContext(ctx, string(ids))
 	if err != nil {
+		return nil, s.db.classify(err)
+	}
+	defer rows.Close()
+	out := make([]*retry.Job, 0, len(recs))
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, err
+	}
+	if len(out) != len(recs) {
+		return nil, fmt.Errorf("embedded: %d of %d claimed jobs not found in the file", len(recs)-len(out), len(recs))
+	}
+	return out, nil
+}
+
+// hold marks the leases that match and are free for an outcome (nil for
+// the others) under s.mu; the caller writes, then drops or frees them.
+func (s *retryStore) hold(leases []retry.Lease) []*leaseRec {
+	out := make([]*leaseRec, len(leases))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, l := range leases {
+		if r := s.running[l.ID]; r != nil && r.token == l.Token && r.loaded && !r.pending {
+			r.pending = true
+			out[i] = r
+		}
+	}
+	return out
+}
+
+// settle ends held leases after their write: written ones leave the
+// running set (and go back to their lane if not final), the others are
+// freed for another try.
+func (s *retryStore) settle(recs []*leaseRec, written bool, back func(i int) (runAt int64, ok bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range recs {
+		if r == nil {
+			continue
+		}
+		r.pending = false
+		if !written {
+			continue
+		}
+		delete(s.running, r.id)
+		if runAt, ok := back(i); ok {
+			s.lane(r.lane).sched.push(qentry{id: r.id, runAt: runAt, prio: r.prio})
+		}
+	}
+}
+
+// ExtendLeases implements retry.Store. Leases live in memory only.
+func (s *retryStore) ExtendLeases(ctx context.Context, leases []retry.Lease, until time.Time) ([]error, error) {
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(leases))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, l := range leases {
+		if r := s.running[l.ID]; r != nil && r.token == l.Token && !r.pending {
+			r.until = nanos(until)
+		} else {
+			errs[i] = retry.ErrLeaseLost
+		}
 	}
 	return errs, nil
 }
 
-func lostUnless(r sql.Result) error {
-	if n, err := r.RowsAffected(); err != nil {
-		return err
-	} else if n == 0 {
-		return retry.ErrLeaseLost
-	}
-	return nil
-}
-
-// Finish implements retry.Store.
+// Finish implements retry.Store: leases are checked in memory, the
+// outcomes written by ID in one write of the group commit, and the jobs
+// leave the running set once it is durable.
 func (s *retryStore) Finish(ctx context.Context, outcomes []retry.Outcome) ([]error, error) {
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
+	leases := make([]retry.Lease, len(outcomes))
+	for i := range outcomes {
+		leases[i] = outcomes[i].Lease
+	}
+	recs := s.hold(leases)
 	errs := make([]error, len(outcomes))
+	held := false
+	for i, r := range recs {
+		if r == nil {
+			errs[i] = retry.ErrLeaseLost
+		} else {
+			held = true
+		}
+	}
+	if !held {
+		return errs, nil
+	}
+	back := func(i int) (int64, bool) {
+		switch o := &outcomes[i]; o.State {
+		case retry.StateScheduled:
+			return nanos(o.RunAt), true
+		case retry.StateAvailable:
+			return nanos(o.At), true
+		}
+		return 0, false
+	}
 	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
 		for i := range outcomes {
+			r := recs[i]
+			if r == nil {
+				continue
+			}
 			o := &outcomes[i]
 			var runAt any
 			var finished int64
-			switch o.State {
-			case retry.StateScheduled:
-				runAt = nanos(o.RunAt)
-			case retry.StateAvailable:
-				runAt = nanos(o.At)
-			default:
+			if at, ok := back(i); ok {
+				runAt = at
+			} else {
 				finished = nanos(o.At)
 			}
-			uncount := 0
+			attempt := r.attempt
 			if o.Uncount {
-				uncount = 1
+				attempt = max(attempt-1, 0)
 			}
 			skipped := 0
 			if o.Skip && o.State == retry.StateCompleted {
 				skipped = 1
 			}
-			r, err := s.finish.ExecContext(ctx, int(o.State), nanos(o.At), o.Error, o.Error, uncount, runAt, finished, skipped, o.ID, o.Token)
-			if err != nil {
+			if _, err := s.finish.ExecContext(ctx, int(o.State), nanos(o.At), o.Error, o.Error, attempt, r.token, runAt, finished, skipped, o.ID); err != nil {
 				return err
 			}
-			errs[i] = lostUnless(r)
 		}
 		return nil
-	}, nil)
+	}, func() { s.settle(recs, true, back) })
 	if err != nil {
+		s.settle(recs, false, nil)
 		return nil, err
 	}
 	return errs, nil
 }
 
-// Rescue implements retry.Store.
+// Rescue implements retry.Store: leases that ended before now are found
+// in memory; the jobs are written back (available, or dead when out of
+// attempts) with their attempt counted.
 func (s *retryStore) Rescue(ctx context.Context, now time.Time) ([]*retry.Job, error) {
-	var out []*retry.Job
+	if err := s.read(ctx); err != nil {
+		return nil, err
+	}
 	n := now.UnixNano()
-	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		out = out[:0]
-		rows, err := c.QueryContext(ctx, `UPDATE retry_jobs SET
-			state = CASE WHEN attempt >= max_attempts THEN 5 ELSE 1 END,
-			finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE 0 END,
-			run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?1 END,
-			last_error = 'lease expired', lease_until = 0, updated_at = ?1
-			WHERE id IN (SELECT id FROM retry_jobs WHERE state = 3 AND lease_until < ?1)
-			RETURNING `+jobCols, n)
-		if err != nil {
-			return err
+	var recs []*leaseRec
+	s.mu.Lock()
+	for _, r := range s.running {
+		if r.loaded && !r.pending && r.until < n {
+			r.pending = true
+			recs = append(recs, r)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			j, err := scanJob(rows)
+	}
+	s.mu.Unlock()
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	var out []*retry.Job
+	back := func(i int) (int64, bool) { return n, recs[i].attempt < recs[i].maxAttempts }
+	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
+		out = out[:0]
+		for i, r := range recs {
+			state, finished, runAt := 1, int64(0), n
+			if _, ok := back(i); !ok {
+				state, finished, runAt = 5, n, r.runAt
+			}
+			j, err := scanJob(s.rescue.QueryRowContext(ctx, state, r.attempt, r.token, finished, runAt, n, r.id))
 			if err != nil {
 				return err
 			}
 			out = append(out, j)
 		}
-		return rows.Err()
-	}, nil)
+		return nil
+	}, func() { s.settle(recs, true, back) })
 	if err != nil {
+		s.settle(recs, false, nil)
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b *retry.Job) int { return int(a.ID - b.ID) })
+	slices.SortFunc(out, func(a, b *retry.Job) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// overlay shows the memory state of running jobs in jobs read from the
+// file (where a claim is not written).
+func (s *retryStore) overlay(jobs ...*retry.Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.running) == 0 {
+		return
+	}
+	for _, j := range jobs {
+		if r := s.running[j.ID]; r != nil && r.loaded {
+			j.State, j.Attempt, j.LeaseToken = retry.StateRunning, r.attempt, r.token
+			j.LeaseUntil, j.UpdatedAt = fromNanos(r.until), fromNanos(r.claimedAt)
+		}
+	}
 }
 
 // Get implements retry.Store.
@@ -373,6 +758,7 @@ func (s *retryStore) Get(ctx context.Context, id int64) (*retry.Job, error) {
 	if err != nil {
 		return nil, s.db.classify(err)
 	}
+	s.overlay(j)
 	return j, nil
 }
 
@@ -407,15 +793,31 @@ func where(f retry.Filter, extra ...string) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// List implements retry.Store.
+// List implements retry.Store. A running job is available or scheduled
+// in the file (claims are not written): a filter on those states reads
+// them all and keeps what the memory state says matches.
 func (s *retryStore) List(ctx context.Context, f retry.Filter) ([]*retry.Job, error) {
 	if err := s.read(ctx); err != nil {
 		return nil, err
 	}
-	cond, args := where(f)
+	sf := f
+	live := false
+	for _, st := range f.States {
+		live = live || st == retry.StateAvailable || st == retry.StateScheduled || st == retry.StateRunning
+	}
+	if live {
+		sf.States = append(slices.Clone(f.States), retry.StateAvailable, retry.StateScheduled)
+		sf.States = slices.DeleteFunc(sf.States, func(st retry.State) bool { return st == retry.StateRunning })
+		if f.Limit > 0 {
+			s.mu.Lock()
+			sf.Limit = f.Limit + len(s.running)
+			s.mu.Unlock()
+		}
+	}
+	cond, args := where(sf)
 	q := `SELECT ` + jobCols + ` FROM retry_jobs WHERE ` + cond + ` ORDER BY id`
-	if f.Limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	if sf.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", sf.Limit)
 	}
 	rows, err := s.db.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -430,7 +832,17 @@ func (s *retryStore) List(ctx context.Context, f retry.Filter) ([]*retry.Job, er
 		}
 		out = append(out, j)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	s.overlay(out...)
+	if live {
+		out = slices.DeleteFunc(out, func(j *retry.Job) bool { return !f.Match(j) })
+		if f.Limit > 0 && len(out) > f.Limit {
+			out = out[:f.Limit]
+		}
+	}
+	return out, nil
 }
 
 func (s *retryStore) exec(ctx context.Context, q string, args ...any) (int, error) {
@@ -450,8 +862,31 @@ func (s *retryStore) exec(ctx context.Context, q string, args ...any) (int, erro
 func (s *retryStore) Requeue(ctx context.Context, f retry.Filter, now time.Time) (int, error) {
 	cond, args := where(f, "state IN (5, 6)")
 	n := now.UnixNano()
-	return s.exec(ctx, `UPDATE retry_jobs SET state = 1, attempt = 0, run_at = ?, updated_at = ?, finished_at = 0
-		WHERE `+cond, append([]any{n, n}, args...)...)
+	var back []*retry.Job
+	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+		back = back[:0]
+		rows, err := c.QueryContext(ctx, `UPDATE retry_jobs SET state = 1, attempt = 0, run_at = ?, updated_at = ?, finished_at = 0
+			WHERE `+cond+` RETURNING id, lane, priority`, append([]any{n, n}, args...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var j retry.Job
+			if err := rows.Scan(&j.ID, &j.Lane, &j.Priority); err != nil {
+				return err
+			}
+			back = append(back, &j)
+		}
+		return rows.Err()
+	}, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, j := range back {
+			s.lane(j.Lane).ready.push(qentry{id: j.ID, runAt: n, prio: int64(j.Priority)})
+		}
+	})
+	return len(back), err
 }
 
 // Purge implements retry.Store.
@@ -468,18 +903,19 @@ func (s *retryStore) SetPaused(ctx context.Context, lane string, paused bool) er
 		return err
 	}, func() {
 		s.mu.Lock()
-		s.paused[lane] = paused
+		s.lane(lane).paused = paused
 		s.mu.Unlock()
 	})
 }
 
-// Stats implements retry.Store.
+// Stats implements retry.Store: live states from memory, finished ones
+// counted in the file.
 func (s *retryStore) Stats(ctx context.Context, now time.Time) ([]retry.LaneStats, error) {
 	if err := s.read(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.rdb.QueryContext(ctx, `SELECT lane, state, min(run_at), count(*) FROM retry_jobs
-		GROUP BY lane, state, state = 2 AND run_at > ?`, now.UnixNano())
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT lane, state, count(*) FROM retry_jobs
+		WHERE state IN (4, 5, 6) GROUP BY lane, state`)
 	if err != nil {
 		return nil, s.db.classify(err)
 	}
@@ -488,24 +924,55 @@ func (s *retryStore) Stats(ctx context.Context, now time.Time) ([]retry.LaneStat
 	for rows.Next() {
 		var r retry.StatsRow
 		var st int
-		var minRunAt int64
-		if err := rows.Scan(&r.Lane, &st, &minRunAt, &r.Count); err != nil {
+		if err := rows.Scan(&r.Lane, &st, &r.Count); err != nil {
 			return nil, err
 		}
-		r.State, r.OldestRunAt = retry.State(st), fromNanos(minRunAt)
+		r.State = retry.State(st)
 		agg = append(agg, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
+	n := now.UnixNano()
+	later := fromNanos(n + 1)
 	var paused []string
-	for lane, p := range s.paused {
-		if p {
-			paused = append(paused, lane)
+	s.mu.Lock()
+	running := map[string]int{}
+	for _, r := range s.running {
+		running[r.lane]++
+	}
+	for name, l := range s.lanes {
+		if l.paused {
+			paused = append(paused, name)
+		}
+		ready, oldest := l.ready.len(), int64(0)
+		for _, e := range l.ready.e {
+			if oldest == 0 || e.runAt < oldest {
+				oldest = e.runAt
+			}
+		}
+		sched := 0
+		for _, e := range l.sched.e {
+			if e.runAt > n {
+				sched++
+				continue
+			}
+			ready++
+			if oldest == 0 || e.runAt < oldest {
+				oldest = e.runAt
+			}
+		}
+		if ready > 0 {
+			agg = append(agg, retry.StatsRow{Lane: name, State: retry.StateAvailable, OldestRunAt: fromNanos(oldest), Count: ready})
+		}
+		if sched > 0 {
+			agg = append(agg, retry.StatsRow{Lane: name, State: retry.StateScheduled, OldestRunAt: later, Count: sched})
+		}
+		if running[name] > 0 {
+			agg = append(agg, retry.StatsRow{Lane: name, State: retry.StateRunning, Count: running[name]})
 		}
 	}
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	return retry.BuildStats(now, agg, paused), nil
 }
 

@@ -116,7 +116,11 @@ func TestTrackingCrashLeavesNoSilentHole(t *testing.T) {
 	t.Logf("kills=%d tracked=%d journaled=%d lost but inside a recorded gap=%d silently missing=%d gaps=%d",
 		rounds, journaled+inGap+missing, journaled, inGap, missing, len(gaps))
 	require.Zero(t, missing)
-	require.Greater(t, journaled, 100*rounds, "the children did too little work to mean anything")
+	// Enough work to mean anything: events tracked in every round, and a
+	// share of them journaled before the kills (5–35 % on a loaded 2-core
+	// machine under -race, the rest inside the recorded gaps).
+	require.Greater(t, journaled+inGap, 300*rounds, "the children did too little work to mean anything")
+	require.Greater(t, journaled, 20*rounds, "the children journaled too little to mean anything")
 	// A gap per kill, except that a child killed before it examined its
 	// predecessor's marks leaves them for the next, whose gap then spans
 	// both runs (and one killed between recording a gap and its first

@@ -77,6 +77,14 @@ type Job struct {
 	LeaseToken int64
 	// LeaseUntil is when the current claim lapses unless extended.
 	LeaseUntil time.Time
+
+	// Decoded is the producer's in-memory form of Payload
+	// (EnqueueParams.Decoded), never stored. A store that keeps jobs in
+	// memory (the embedded store) may hand it back with a job claimed in
+	// the process that enqueued it, so the handler skips decoding the
+	// payload; from any other claim it is nil. Handlers must treat it as
+	// read-only and fall back to Payload when it is nil.
+	Decoded any
 }
 
 // Clone returns a deep copy of j.
@@ -110,6 +118,9 @@ type EnqueueParams struct {
 	ExpiresAt time.Time
 	// MaxAttempts defaults to Config.DefaultMaxAttempts.
 	MaxAttempts int
+	// Decoded is Payload already decoded, kept only in memory (see
+	// Job.Decoded): the producer must not change it after the call.
+	Decoded any
 }
 
 // EnqueueResult is the answer to one enqueued job.

@@ -226,6 +226,7 @@ func (q *Queue) newJob(i int, p *EnqueueParams, now time.Time) (*Job, error) {
 		State:          state,
 		CreatedAt:      now,
 		UpdatedAt:      now,
+		Decoded:        p.Decoded,
 	}, nil
 }
 

@@ -164,18 +164,16 @@ func (q *Queue) Stop(ctx context.Context) error {
 
 // slots bound a lane's work in this process. A lane claims up to twice
 // its concurrency, so the next batch is claimed while the current one runs
-// and each claim (a store round trip, or an fsync) serves many jobs; no
-// more than Concurrency handlers run at once.
+// and each claim (a store round trip, or an fsync) serves many jobs; its
+// Concurrency workers run no more than that many handlers at once.
 type slots struct {
 	claimed chan struct{} // held from claim until the outcome is handed off
-	running chan struct{} // held while a handler runs
 	freed   chan struct{} // signalled when a claimed slot frees
 }
 
 func newSlots(concurrency int) *slots {
 	return &slots{
 		claimed: make(chan struct{}, 2*concurrency),
-		running: make(chan struct{}, concurrency),
 		freed:   make(chan struct{}, 1),
 	}
 }
@@ -196,6 +194,15 @@ func (r *runner) fetch(l *lane) {
 	defer r.fetchWG.Done()
 	cfg := r.q.cfg
 	sl := newSlots(l.cfg.Concurrency)
+	// The lane's workers live as long as the fetcher (a goroutine per job
+	// would grow a new stack for every delivery); work holds every claimed
+	// job, so handing one over never blocks.
+	work := make(chan *active, cap(sl.claimed))
+	defer close(work)
+	for range l.cfg.Concurrency {
+		r.jobWG.Add(1)
+		go r.worker(l, sl, work)
+	}
 	timer := time.NewTimer(cfg.PollInterval)
 	defer timer.Stop()
 	wait := func(d time.Duration, wake <-chan struct{}) bool {
@@ -268,7 +275,11 @@ func (r *runner) fetch(l *lane) {
 			continue
 		}
 		for _, j := range jobs {
-			r.start(l, j, sl)
+			a := &active{job: j}
+			r.mu.Lock()
+			r.running[j.ID] = a
+			r.mu.Unlock()
+			work <- a
 		}
 		if len(jobs) < n && !wait(cfg.PollInterval, l.wakeCh) {
 			return
@@ -276,40 +287,39 @@ func (r *runner) fetch(l *lane) {
 	}
 }
 
-func (r *runner) start(l *lane, j *Job, sl *slots) {
-	a := &active{job: j}
-	r.mu.Lock()
-	r.running[j.ID] = a
-	r.mu.Unlock()
-	r.jobWG.Add(1)
-	go func() {
-		defer r.jobWG.Done()
-		release := func() {
-			// Stopping before the job could start: hand it back unrun.
-			now := r.q.cfg.Now()
-			r.complete(a, Outcome{Lease: Lease{j.ID, j.LeaseToken}, State: StateAvailable, Uncount: true, At: now},
-				EventReleased, nil, sl)
-		}
-		select {
-		case sl.running <- struct{}{}:
-		case <-r.claimCtx.Done():
+// worker runs the lane's claimed jobs one at a time until the fetcher
+// stops; jobs left when claiming has stopped are handed back unrun.
+func (r *runner) worker(l *lane, sl *slots, work <-chan *active) {
+	defer r.jobWG.Done()
+	for a := range work {
+		r.run(l, a, sl)
+	}
+}
+
+func (r *runner) run(l *lane, a *active, sl *slots) {
+	j := a.job
+	release := func() {
+		// Stopping before the job could start: hand it back unrun.
+		now := r.q.cfg.Now()
+		r.complete(a, Outcome{Lease: Lease{j.ID, j.LeaseToken}, State: StateAvailable, Uncount: true, At: now},
+			EventReleased, nil, sl)
+	}
+	if r.claimCtx.Err() != nil {
+		release()
+		return
+	}
+	if l.limiter != nil {
+		if err := l.limiter.Wait(r.claimCtx); err != nil {
 			release()
 			return
 		}
-		defer func() { <-sl.running }()
-		if l.limiter != nil {
-			if err := l.limiter.Wait(r.claimCtx); err != nil {
-				release()
-				return
-			}
-		}
-		out, ev := r.q.runJob(r.workCtx, j, func(cancel context.CancelCauseFunc) {
-			r.mu.Lock()
-			a.cancel = cancel
-			r.mu.Unlock()
-		})
-		r.complete(a, out, ev.Type, ev.Err, sl)
-	}()
+	}
+	out, ev := r.q.runJob(r.workCtx, j, func(cancel context.CancelCauseFunc) {
+		r.mu.Lock()
+		a.cancel = cancel
+		r.mu.Unlock()
+	})
+	r.complete(a, out, ev.Type, ev.Err, sl)
 }
 
 // complete hands an outcome to the completer and frees the worker slot.

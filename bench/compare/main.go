@@ -1,14 +1,18 @@
-// Command compare measures herald's PostgreSQL and Redis queues beside River
-// (on the same PostgreSQL) and asynq (on the same Redis), in one run with
-// interleaved rounds, for BENCHMARKS.md. It is a separate module so River and
-// asynq never enter herald's own dependencies.
+// Command compare measures herald's queues beside River and asynq on the
+// same back ends — the embedded store beside River on SQLite (both through
+// modernc.org/sqlite, synchronous=FULL), the PostgreSQL store beside River
+// on the same PostgreSQL, the Redis store beside asynq on the same Redis —
+// in one run with interleaved rounds, for BENCHMARKS.md. It is a separate
+// module so River and asynq never enter herald's own dependencies.
 //
 //	cd bench/compare && go run . -pg "$HERALD_POSTGRES_URL" -redis "$HERALD_REDIS_ADDR"
+//	cd bench/compare && go run . -only sqlite,embedded -scenario end-to-end -rounds 5
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -25,9 +29,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
+	_ "modernc.org/sqlite"
 
+	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/internal/bench"
 	"github.com/heraldhq/herald/postgres"
 	"github.com/heraldhq/herald/redisstore"
@@ -47,7 +55,7 @@ var (
 	jobs      = flag.Int("jobs", 100_000, "jobs for the end-to-end scenario")
 	enqJobs   = flag.Int("enqueue-jobs", 20_000, "jobs for the 16-producer enqueue scenario")
 	rounds    = flag.Int("rounds", 3, "interleaved rounds")
-	only      = flag.String("only", "", "run only the systems whose name contains this (postgres, redis, herald, ...)")
+	only      = flag.String("only", "", "comma-separated: run only the systems whose name contains one of these (postgres, redis, sqlite, embedded, herald, ...)")
 	flights   = flag.Int("redis-flights", 0, "redisstore.Config.EnqueueFlights (0: the default)")
 	scenario  = flag.String("scenario", "", "run only the scenarios whose name contains this (enqueue, end-to-end)")
 )
@@ -59,21 +67,37 @@ type result struct {
 
 func run(ctx context.Context) error {
 	flag.Parse()
-	if *pgURL == "" || *redisAddr == "" {
-		return errors.New("set -pg and -redis (or HERALD_POSTGRES_URL and HERALD_REDIS_ADDR)")
+	chosen := func(name string) bool {
+		for _, o := range strings.Split(*only, ",") {
+			if strings.Contains(name, o) {
+				return true
+			}
+		}
+		return false
 	}
-	cfg, err := pgxpool.ParseConfig(*pgURL)
-	if err != nil {
-		return err
+	var pool *pgxpool.Pool
+	if chosen("herald/postgres") || chosen("river/postgres") {
+		if *pgURL == "" {
+			return errors.New("set -pg (or HERALD_POSTGRES_URL), or leave PostgreSQL out with -only")
+		}
+		cfg, err := pgxpool.ParseConfig(*pgURL)
+		if err != nil {
+			return err
+		}
+		cfg.MaxConns = 32
+		if pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+			return err
+		}
+		defer pool.Close()
 	}
-	cfg.MaxConns = 32
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return err
+	var rdb *redis.Client
+	if chosen("herald/redis") || chosen("asynq/redis") {
+		if *redisAddr == "" {
+			return errors.New("set -redis (or HERALD_REDIS_ADDR), or leave Redis out with -only")
+		}
+		rdb = redis.NewClient(&redis.Options{Addr: *redisAddr})
+		defer rdb.Close()
 	}
-	defer pool.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
-	defer rdb.Close()
 
 	type system struct {
 		name string
@@ -81,6 +105,8 @@ func run(ctx context.Context) error {
 		enq  func() (float64, error)
 	}
 	systems := []system{
+		{"herald/embedded", func() (float64, error) { return heraldEmbedded(ctx, true) }, func() (float64, error) { return heraldEmbedded(ctx, false) }},
+		{"river/sqlite", func() (float64, error) { return riverSQLite(ctx, true) }, func() (float64, error) { return riverSQLite(ctx, false) }},
 		{"herald/postgres", func() (float64, error) { return heraldPG(ctx, pool, true) }, func() (float64, error) { return heraldPG(ctx, pool, false) }},
 		{"river/postgres", func() (float64, error) { return riverPG(ctx, true) }, func() (float64, error) { return riverPG(ctx, false) }},
 		{"herald/redis", func() (float64, error) { return heraldRedis(ctx, rdb, true) }, func() (float64, error) { return heraldRedis(ctx, rdb, false) }},
@@ -92,7 +118,7 @@ func run(ctx context.Context) error {
 		// right after another's cleanup) on a machine whose speed drifts.
 		mrand.Shuffle(len(systems), func(i, j int) { systems[i], systems[j] = systems[j], systems[i] })
 		for _, s := range systems {
-			if !strings.Contains(s.name, *only) {
+			if !chosen(s.name) {
 				continue
 			}
 			for _, sc := range []struct {
@@ -221,7 +247,43 @@ func riverPG(ctx context.Context, e2e bool) (float64, error) {
 		return 0, err
 	}
 	defer pool.Close()
-	driver := riverpgxv5.New(pool)
+	return riverRun(ctx, riverpgxv5.New(pool), e2e)
+}
+
+// riverSQLite runs River on a SQLite file of its own, through the same
+// pure-Go SQLite as herald's embedded store, with the settings River's
+// driver documents (one connection) and the same durability as herald
+// (WAL, synchronous=FULL).
+func riverSQLite(ctx context.Context, e2e bool) (float64, error) {
+	dir, err := os.MkdirTemp("", "river-sqlite-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	db, err := sql.Open("sqlite", "file:"+dir+"/river.db?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	return riverRun(ctx, riversqlite.New(db), e2e)
+}
+
+func heraldEmbedded(ctx context.Context, e2e bool) (float64, error) {
+	dir, err := os.MkdirTemp("", "herald-embedded-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	db, err := embedded.Open(dir+"/herald.db", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	return heraldRun(ctx, db.Retry(), e2e)
+}
+
+func riverRun[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], e2e bool) (float64, error) {
 	migrator, err := rivermigrate.New(driver, nil)
 	if err != nil {
 		return 0, err

@@ -1,0 +1,220 @@
+package embedded
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// qentry is a waiting job in memory: 24 bytes, so a million waiting jobs
+// cost 24 MB of heap (the rows themselves stay in the file).
+type qentry struct {
+	id    int64
+	runAt int64 // nanoseconds
+	prio  int64
+}
+
+// jobHeap is a binary heap of waiting jobs: by priority (descending),
+// then RunAt, then ID for a lane's ready jobs; by RunAt then ID for its
+// scheduled ones. Written out rather than through container/heap to keep
+// entries unboxed.
+type jobHeap struct {
+	e          []qentry
+	byPriority bool
+}
+
+func (h *jobHeap) len() int { return len(h.e) }
+
+func (h *jobHeap) less(a, b *qentry) bool {
+	if h.byPriority && a.prio != b.prio {
+		return a.prio > b.prio
+	}
+	if a.runAt != b.runAt {
+		return a.runAt < b.runAt
+	}
+	return a.id < b.id
+}
+
+func (h *jobHeap) push(e qentry) {
+	h.e = append(h.e, e)
+	h.up(len(h.e) - 1)
+}
+
+func (h *jobHeap) pop() qentry {
+	top := h.e[0]
+	last := len(h.e) - 1
+	h.e[0] = h.e[last]
+	h.e = h.e[:last]
+	if last > 0 {
+		h.down(0)
+	}
+	if cap(h.e) > 1024 && len(h.e) < cap(h.e)/4 {
+		// A drained backlog gives its memory back.
+		h.e = append(make([]qentry, 0, cap(h.e)/2), h.e...)
+	}
+	return top
+}
+
+func (h *jobHeap) init() {
+	for i := len(h.e)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *jobHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(&h.e[i], &h.e[p]) {
+			return
+		}
+		h.e[i], h.e[p] = h.e[p], h.e[i]
+		i = p
+	}
+}
+
+func (h *jobHeap) down(i int) {
+	n := len(h.e)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h.less(&h.e[r], &h.e[l]) {
+			m = r
+		}
+		if !h.less(&h.e[m], &h.e[i]) {
+			return
+		}
+		h.e[i], h.e[m] = h.e[m], h.e[i]
+		i = m
+	}
+}
+
+// laneQ is one lane's waiting jobs and pause switch.
+type laneQ struct {
+	ready, sched jobHeap
+	paused       bool
+}
+
+// leaseRec is a running job's lease, held in memory only.
+type leaseRec struct {
+	id, prio, runAt  int64
+	lane             string
+	token            int64
+	until, claimedAt int64
+	attempt          int
+	maxAttempts      int
+	loaded           bool // the job's row is read: attempt and maxAttempts are known
+	pending          bool // an outcome (Finish or Rescue) is being written
+}
+
+// claimLogSuffix names the claim log beside the store's file.
+const claimLogSuffix = "-claims"
+
+// claimLog records each claim (job ID and lease token, 16 bytes) with one
+// write(2) per Claim call and no fsync: a process that dies keeps what it
+// wrote in the kernel's page cache, so the next Open knows which jobs were
+// running and counts their attempt (DB.Recovered), as a written claim
+// would. A power cut may lose the log's tail: those jobs run again without
+// the attempt counted, which the Store contract allows (claims need not be
+// durable) and the messages' deadlines bound.
+type claimLog struct {
+	f    *os.File
+	path string
+	size int64
+	buf  []byte
+}
+
+// claimLogRotate is the size at which the log is rewritten with only the
+// leases still running.
+var claimLogRotate int64 = 4 << 20
+
+func openClaimLog(path string) (*claimLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: claim log: %w", err)
+	}
+	return &claimLog{f: f, path: path}, nil
+}
+
+// readClaimLog returns the last token claimed for each job in the log.
+func readClaimLog(path string) (map[int64]int64, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: claim log: %w", err)
+	}
+	out := map[int64]int64{}
+	for ; len(b) >= 16; b = b[16:] {
+		id, token := int64(binary.LittleEndian.Uint64(b)), int64(binary.LittleEndian.Uint64(b[8:]))
+		if id > 0 && token > out[id] {
+			out[id] = token
+		}
+	}
+	return out, nil
+}
+
+func appendRec(buf []byte, r *leaseRec) []byte {
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(r.id))
+	return binary.LittleEndian.AppendUint64(buf, uint64(r.token))
+}
+
+// append logs recs (under the store's mutex).
+func (c *claimLog) append(recs []*leaseRec) error {
+	c.buf = c.buf[:0]
+	for _, r := range recs {
+		c.buf = appendRec(c.buf, r)
+	}
+	if _, err := c.f.Write(c.buf); err != nil {
+		return fmt.Errorf("embedded: claim log: %w", err)
+	}
+	c.size += int64(len(c.buf))
+	return nil
+}
+
+// rotate rewrites the log with the running leases only, when it has grown
+// past claimLogRotate (under the store's mutex). A rename is atomic for a
+// process that dies; a power cut may leave either log, or the new one
+// empty, which loses at most what a cut may lose anyway.
+func (c *claimLog) rotate(running map[int64]*leaseRec) error {
+	if c.size < claimLogRotate {
+		return nil
+	}
+	tmp := c.path + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("embedded: claim log: %w", err)
+	}
+	buf := c.buf[:0]
+	for _, r := range running {
+		buf = appendRec(buf, r)
+	}
+	if _, err := f.Write(buf); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("embedded: claim log: %w", err)
+	}
+	if err := os.Rename(tmp, c.path); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("embedded: claim log: %w", err)
+	}
+	_ = c.f.Close()
+	c.f, c.size, c.buf = f, int64(len(buf)), buf
+	return nil
+}
+
+func (c *claimLog) close() error {
+	if c.f == nil {
+		return nil
+	}
+	err := c.f.Close()
+	c.f = nil
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return err
+}
