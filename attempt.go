@@ -28,8 +28,12 @@ type attempt struct {
 // handle runs one attempt of one message.
 func (d *Dispatcher) handle(ctx context.Context, job *retry.Job) error {
 	a := &attempt{job: job}
-	if m, ok := job.Decoded.(*Message); ok {
-		a.m = *m // handed over in memory by the store: no decoding
+	if m, ok := job.Decoded.(*Message); ok && m.detachable() {
+		// Handed over in memory by the store: no decoding. A copy still,
+		// as an attempt changes its message (the deadline bound to the
+		// provider) and a store may hand the same one to the next attempt.
+		c, _ := m.detached()
+		a.m = *c
 	} else if err := json.Unmarshal(job.Payload, &a.m); err != nil {
 		return retry.Permanent(fmt.Errorf("herald: job %d: undecodable message: %w", job.ID, err))
 	}

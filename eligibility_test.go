@@ -159,9 +159,11 @@ func TestOneClickUnsubscribeRoundTrip(t *testing.T) {
 func TestThePredicateIsAskedAtTheMomentOfSending(t *testing.T) {
 	t.Parallel()
 	var stale atomic.Bool
+	var refused atomic.Int32
 	r := newRig(t, func(c *herald.Config) {
 		c.Eligible = func(_ context.Context, m *herald.Message) (bool, string) {
 			if m.Campaign == "flash-sale" && stale.Load() {
+				refused.Add(1)
 				return false, "the sale ended"
 			}
 			return true, ""
@@ -178,6 +180,9 @@ func TestThePredicateIsAskedAtTheMomentOfSending(t *testing.T) {
 	r.start(t)
 	r.eventually(t, "sale-1", tracking.Failed) // tried once while APNs was down
 	stale.Store(true)                          // meanwhile, the sale ended
+	// APNs comes back only once an attempt has asked after the sale ended:
+	// one that asked before could otherwise reach APNs just after it is up.
+	require.Eventually(t, func() bool { return refused.Load() > 0 }, 5*time.Second, time.Millisecond)
 	r.apns.Up()
 	r.settled(t)
 	r.eventually(t, "sale-1", tracking.Ineligible)

@@ -251,13 +251,27 @@ func (m *Message) subject() capping.Subject {
 	}
 }
 
+// detachable reports whether detached can copy m.
+func (m *Message) detachable() bool {
+	if m.Email != nil || m.InApp != nil || m.Inbox != nil {
+		return false
+	}
+	if p := m.Push; p != nil {
+		n := &p.Notification
+		if n.APNs != nil && n.APNs.Custom != nil || n.WebPush != nil && n.WebPush.Actions != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // detached returns a copy of m that shares no memory with the caller's
 // (Send may not keep the caller's maps and slices), for the queue to hand
 // to the worker as Job.Decoded instead of a JSON round trip. Messages with
 // parts it does not copy (free-form APNs custom values, Web Push actions,
 // email, in-app, Inbox) return false and are decoded from the payload.
 func (m *Message) detached() (*Message, bool) {
-	if m.Email != nil || m.InApp != nil || m.Inbox != nil {
+	if !m.detachable() {
 		return nil, false
 	}
 	c := *m
@@ -265,9 +279,6 @@ func (m *Message) detached() (*Message, bool) {
 	if m.Push != nil {
 		p := *m.Push
 		n := &p.Notification
-		if n.APNs != nil && n.APNs.Custom != nil || n.WebPush != nil && n.WebPush.Actions != nil {
-			return nil, false
-		}
 		n.Data = maps.Clone(n.Data)
 		if n.Badge != nil {
 			b := *n.Badge

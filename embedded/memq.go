@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"sync"
 )
 
 // qentry is a waiting job in memory: 24 bytes, so a million waiting jobs
@@ -122,6 +124,8 @@ const claimLogSuffix = "-claims"
 // the attempt counted, which the Store contract allows (claims need not be
 // durable) and the messages' deadlines bound.
 type claimLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
 	f    *os.File
 	path string
 	size int64
@@ -132,12 +136,12 @@ type claimLog struct {
 // leases still running.
 var claimLogRotate int64 = 4 << 20
 
-func openClaimLog(path string) (*claimLog, error) {
+func openClaimLog(path string, log *slog.Logger) (*claimLog, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: claim log: %w", err)
 	}
-	return &claimLog{f: f, path: path}, nil
+	return &claimLog{f: f, path: path, log: log}, nil
 }
 
 // readClaimLog returns the last token claimed for each job in the log.
@@ -164,8 +168,15 @@ func appendRec(buf []byte, r *leaseRec) []byte {
 	return binary.LittleEndian.AppendUint64(buf, uint64(r.token))
 }
 
-// append logs recs (under the store's mutex).
-func (c *claimLog) append(recs []*leaseRec) error {
+// append logs recs and, past claimLogRotate, rewrites the log with the
+// leases running returns. The store's mutex is not held: the log has its
+// own (taken before the store's, never the other way).
+func (c *claimLog) append(recs []*leaseRec, running func() []*leaseRec) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f == nil {
+		return errStoreClosed
+	}
 	c.buf = c.buf[:0]
 	for _, r := range recs {
 		c.buf = appendRec(c.buf, r)
@@ -174,17 +185,20 @@ func (c *claimLog) append(recs []*leaseRec) error {
 		return fmt.Errorf("embedded: claim log: %w", err)
 	}
 	c.size += int64(len(c.buf))
+	if c.size >= claimLogRotate {
+		if err := c.rotate(running()); err != nil {
+			// The log keeps growing; what it says stays true.
+			c.log.Warn("embedded: rotating the claim log failed; it keeps growing", "err", err)
+		}
+	}
 	return nil
 }
 
-// rotate rewrites the log with the running leases only, when it has grown
-// past claimLogRotate (under the store's mutex). A rename is atomic for a
-// process that dies; a power cut may leave either log, or the new one
-// empty, which loses at most what a cut may lose anyway.
-func (c *claimLog) rotate(running map[int64]*leaseRec) error {
-	if c.size < claimLogRotate {
-		return nil
-	}
+// rotate rewrites the log with the running leases only (under c.mu). A
+// rename is atomic for a process that dies; a power cut may leave either
+// log, or the new one empty, which loses at most what a cut may lose
+// anyway.
+func (c *claimLog) rotate(running []*leaseRec) error {
 	tmp := c.path + ".new"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -208,6 +222,8 @@ func (c *claimLog) rotate(running map[int64]*leaseRec) error {
 }
 
 func (c *claimLog) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.f == nil {
 		return nil
 	}

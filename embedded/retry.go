@@ -146,12 +146,11 @@ func (s *retryStore) load(ctx context.Context) error {
 	if s.epoch >= 1<<(63-tokenBits) {
 		return fmt.Errorf("embedded: lease token epochs used up (%d opens)", s.epoch)
 	}
-	if s.claims, err = openClaimLog(db.path + claimLogSuffix); err != nil {
+	if s.claims, err = openClaimLog(db.path+claimLogSuffix, db.cfg.Logger); err != nil {
 		return err
 	}
 	// The rows are read through the driver itself: database/sql's Scan
-	// conversions would cost more than the read (a million waiting jobs
-	// load in well under a second this way).
+	// conversions would cost more than the read.
 	return db.w.Raw(func(dc any) error {
 		qc, ok := dc.(driver.QueryerContext)
 		if !ok {
@@ -174,7 +173,7 @@ func (s *retryStore) load(ctx context.Context) error {
 				if q.state == 2 {
 					h = &lq.sched
 				}
-				if err := loadLane(ctx, qc, q.sql, lane, h); err != nil {
+				if err := loadLane(ctx, qc, q.sql, h, lane); err != nil {
 					return err
 				}
 				if q.state == 2 {
@@ -188,8 +187,12 @@ func (s *retryStore) load(ctx context.Context) error {
 }
 
 // loadLane appends the (id, priority, run_at) rows of query to h.
-func loadLane(ctx context.Context, qc driver.QueryerContext, query, lane string, h *jobHeap) error {
-	rows, err := qc.QueryContext(ctx, query, []driver.NamedValue{{Ordinal: 1, Value: lane}})
+func loadLane(ctx context.Context, qc driver.QueryerContext, query string, h *jobHeap, args ...any) error {
+	nv := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	rows, err := qc.QueryContext(ctx, query, nv)
 	if err != nil {
 		return err
 	}
@@ -205,7 +208,7 @@ func loadLane(ctx context.Context, qc driver.QueryerContext, query, lane string,
 		prio, ok2 := dest[1].(int64)
 		runAt, ok3 := dest[2].(int64)
 		if !ok1 || !ok2 || !ok3 {
-			return fmt.Errorf("embedded: job row of lane %q is not (int, int, int): %T %T %T", lane, dest[0], dest[1], dest[2])
+			return fmt.Errorf("embedded: a job row is not (int, int, int): %T %T %T", dest[0], dest[1], dest[2])
 		}
 		h.e = append(h.e, qentry{id: id, prio: prio, runAt: runAt})
 	}
@@ -490,13 +493,11 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 			missing = append(missing, r)
 		}
 	}
-	err := s.claims.append(recs)
-	if err == nil {
-		if rerr := s.claims.rotate(s.running); rerr != nil {
-			s.db.cfg.Logger.Warn("embedded: rotating the claim log failed; it keeps growing", "err", rerr)
-		}
-	}
 	s.mu.Unlock()
+	// Logged before the jobs are handed out (a worker that runs one is
+	// then on record), outside the store's mutex (a write(2) there would
+	// hold up every enqueue's and outcome's after-commit hook).
+	err := s.claims.append(recs, s.runningRecs)
 	if err == nil && len(missing) > 0 {
 		var jobs []*retry.Job
 		if jobs, err = s.readJobs(ctx, missing); err == nil {
@@ -520,6 +521,17 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 	}
 	retry.SortClaimed(out)
 	return out, nil
+}
+
+// runningRecs returns the leases running now, for the claim log's rotation.
+func (s *retryStore) runningRecs() []*leaseRec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*leaseRec, 0, len(s.running))
+	for _, r := range s.running {
+		out = append(out, r)
+	}
+	return out
 }
 
 // started makes j the running job of lease r (under s.mu).
