@@ -12,18 +12,14 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -170,14 +166,10 @@ func run(ctx context.Context) error {
 	if len(chosen) == 0 {
 		return fmt.Errorf("no scenario matches %q (have %s)", *names, scenarioNames())
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	results := map[string][]result{}
 	for round := 1; round <= *rounds; round++ {
 		for _, s := range chosen {
-			r, err := runInChild(self, s.name, *dir)
+			r, err := bench.RunChild[result]("-child", s.name, "-dir", *dir)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round, s.name, err)
 			}
@@ -204,21 +196,6 @@ func scenarioNames() string {
 	return strings.Join(ns, ",")
 }
 
-func runInChild(self, name, dir string) (result, error) {
-	cmd := exec.Command(self, "-child", name, "-dir", dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return result{}, err
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var r result
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return result{}, fmt.Errorf("child output %q: %w", out, err)
-	}
-	return r, nil
-}
-
 func runChild(ctx context.Context, name, dir string) error {
 	i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
 	if i < 0 {
@@ -238,7 +215,7 @@ func runChild(ctx context.Context, name, dir string) error {
 	if err != nil {
 		return err
 	}
-	rss, err := peakRSSMB()
+	rss, err := bench.PeakRSSMB()
 	if err != nil {
 		return err
 	}
@@ -246,23 +223,6 @@ func runChild(ctx context.Context, name, dir string) error {
 		Scenario: s.name, Jobs: s.jobs, Seconds: d.Seconds(), JobsPerS: float64(s.jobs) / d.Seconds(),
 		FsyncsPS: fsyncs, PeakRSSMB: rss, DiskMB: diskMB(filepath.Dir(path)),
 	})
-}
-
-// peakRSSMB reads the process's high-water resident set (VmHWM).
-func peakRSSMB() (float64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, nil // not Linux: report 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 func diskMB(dir string) float64 {

@@ -28,7 +28,6 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/metrics"
 	"runtime/pprof"
@@ -113,17 +112,13 @@ func run() error {
 			return fmt.Errorf("unknown system %q", n)
 		}
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	byRound := make([]map[string]result, *rounds)
 	for r := range *rounds {
 		byRound[r] = map[string]result{}
 		order := slices.Clone(names)
 		mrand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, n := range order {
-			res, err := runInChild(self, n)
+			res, err := runInChild(n)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r+1, n, err)
 			}
@@ -203,21 +198,9 @@ func median(xs []float64) float64 {
 	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }
 
-func runInChild(self, system string) (result, error) {
-	args := []string{"-child", system, "-messages", fmt.Sprint(*messages), "-producers", fmt.Sprint(*producers),
-		"-workers", fmt.Sprint(*workers), "-dir", *dir, "-pg", *pgURL, "-redis", *redisAddr}
-	cmd := exec.Command(self, args...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return result{}, err
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var r result
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return result{}, fmt.Errorf("child output %q: %w", out, err)
-	}
-	return r, nil
+func runInChild(system string) (result, error) {
+	return bench.RunChild[result]("-child", system, "-messages", fmt.Sprint(*messages), "-producers", fmt.Sprint(*producers),
+		"-workers", fmt.Sprint(*workers), "-dir", *dir, "-pg", *pgURL, "-redis", *redisAddr)
 }
 
 func cpuTime() time.Duration {
@@ -267,7 +250,7 @@ func runChild(ctx context.Context, system string) error {
 		return fmt.Errorf("%s: the fake APNs received %d of %d", system, got, *messages)
 	}
 	res.System, res.Messages, res.FsyncsPS = system, *messages, fsyncs
-	res.PeakRSSMB = peakRSSMB()
+	res.PeakRSSMB, _ = bench.PeakRSSMB()
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -286,23 +269,36 @@ func runBare(ctx context.Context, fake *pushtest.APNsServer, tokens []string) (r
 		Timeout:   apns2.HTTPClientTimeout,
 	}
 	defer c.CloseIdleConnections()
+	cpu0, start := cpuTime(), time.Now()
+	err = produce(func(i int) error {
+		r, err := c.PushWithContext(ctx, &apns2.Notification{
+			DeviceToken: tokens[i%len(tokens)], Topic: topic,
+			Payload: []byte(`{"aps":{"alert":{"title":"Order shipped","body":"On its way"}}}`),
+		})
+		if err == nil && !r.Sent() {
+			err = fmt.Errorf("apns: %d %s", r.StatusCode, r.Reason)
+		}
+		return err
+	})
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	if err != nil {
+		return result{}, err
+	}
+	return result{PerS: float64(*messages) / elapsed.Seconds(), CPUMicros: float64(cpu.Microseconds()) / float64(*messages)}, nil
+}
+
+// produce calls fn for messages 1..-messages from -producers goroutines
+// and returns the first error (each goroutine stops at its own).
+func produce(fn func(i int) error) error {
 	var next atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	cpu0, start := cpuTime(), time.Now()
 	for range *producers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := next.Add(1); i <= int64(*messages); i = next.Add(1) {
-				r, err := c.PushWithContext(ctx, &apns2.Notification{
-					DeviceToken: tokens[int(i)%len(tokens)], Topic: topic,
-					Payload: []byte(`{"aps":{"alert":{"title":"Order shipped","body":"On its way"}}}`),
-				})
-				if err == nil && !r.Sent() {
-					err = fmt.Errorf("apns: %d %s", r.StatusCode, r.Reason)
-				}
-				if err != nil {
+				if err := fn(int(i)); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -310,11 +306,8 @@ func runBare(ctx context.Context, fake *pushtest.APNsServer, tokens []string) (r
 		}()
 	}
 	wg.Wait()
-	elapsed, cpu := time.Since(start), cpuTime()-cpu0
-	if err, _ := firstErr.Load().(error); err != nil {
-		return result{}, err
-	}
-	return result{PerS: float64(*messages) / elapsed.Seconds(), CPUMicros: float64(cpu.Microseconds()) / float64(*messages)}, nil
+	err, _ := firstErr.Load().(error)
+	return err
 }
 
 // stores opens the system's queue store and tracking journal, and a
@@ -463,30 +456,18 @@ func runPipeline(ctx context.Context, system, path string, fake *pushtest.APNsSe
 		return result{}, err
 	}
 	lat := make([]time.Duration, *messages)
-	var next atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
 	w0 := st.writes()
 	cpu0, start := cpuTime(), time.Now()
-	for range *producers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1); i <= int64(*messages); i = next.Add(1) {
-				m := herald.Message{IdempotencyKey: fmt.Sprint("m-", i), User: fmt.Sprint("u", i%1000), Transactional: true,
-					Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{
-						Token: tokens[int(i)%len(tokens)], Notification: push.Notification{Title: "Order shipped", Body: "On its way"}}}}
-				t0 := time.Now()
-				if _, err := d.Send(ctx, m); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				lat[i-1] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
+	err = produce(func(i int) error {
+		m := herald.Message{IdempotencyKey: fmt.Sprint("m-", i), User: fmt.Sprint("u", i%1000), Transactional: true,
+			Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{
+				Token: tokens[i%len(tokens)], Notification: push.Notification{Title: "Order shipped", Body: "On its way"}}}}
+		t0 := time.Now()
+		_, err := d.Send(ctx, m)
+		lat[i-1] = time.Since(t0)
+		return err
+	})
+	if err != nil {
 		return result{}, err
 	}
 	select {
@@ -531,22 +512,6 @@ func schedLatencyP99() float64 {
 		acc += c
 		if float64(acc) >= 0.99*float64(total) {
 			return h.Buckets[i+1] * 1000
-		}
-	}
-	return 0
-}
-
-// peakRSSMB reads the process's high-water resident set (VmHWM).
-func peakRSSMB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb float64
-			_, _ = fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb)
-			return kb / 1024
 		}
 	}
 	return 0
