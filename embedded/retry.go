@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +31,10 @@ type retryStore struct {
 	db *DB
 
 	// Statements prepared on the writer connection; used only inside ops.
-	insJob, getKey, putKey, finish, rescue *sql.Stmt
-	byIDs                                  *sql.Stmt // on the readers' pool
+	getKey, getKeys, finish, rescue *sql.Stmt
+	insJobs, putKeys                *multiInsert
+	byIDs                           *sql.Stmt // on the readers' pool
+	nextID                          int64     // the next job's ID (the writer's)
 
 	mu      sync.Mutex
 	lanes   map[string]*laneQ
@@ -79,10 +82,8 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&s.insJob, `INSERT INTO retry_jobs (kind, lane, state, priority, run_at, expires_at, max_attempts,
-			idem_key, created_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?)`},
 		{&s.getKey, `SELECT job_id, created_at, digest FROM retry_keys WHERE key = ?`},
-		{&s.putKey, `INSERT OR REPLACE INTO retry_keys (key, job_id, created_at, digest) VALUES (?,?,?,?)`},
+		{&s.getKeys, `SELECT key, job_id, created_at, digest FROM retry_keys WHERE key IN (SELECT value FROM json_each(?))`},
 		// The lease was checked in memory: an outcome writes by ID.
 		{&s.finish, `UPDATE retry_jobs SET state = ?, updated_at = ?,
 			last_error = CASE WHEN ? <> '' THEN ? ELSE last_error END,
@@ -96,6 +97,13 @@ func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
 		}
 	}
 	var err error
+	if s.insJobs, err = s.prepareMulti(ctx, `INSERT INTO retry_jobs (id, kind, lane, state, priority, run_at, expires_at,
+		max_attempts, idem_key, created_at, updated_at, payload) VALUES `, `(?,?,?,?,?,?,?,?,?,?,?,?)`); err != nil {
+		return nil, err
+	}
+	if s.putKeys, err = s.prepareMulti(ctx, `INSERT OR REPLACE INTO retry_keys (key, job_id, created_at, digest) VALUES `, `(?,?,?,?)`); err != nil {
+		return nil, err
+	}
 	if s.byIDs, err = db.rdb.PrepareContext(ctx, `SELECT `+jobCols+` FROM retry_jobs WHERE id IN (SELECT value FROM json_each(?))`); err != nil {
 		return nil, err
 	}
@@ -141,6 +149,9 @@ func (s *retryStore) load(ctx context.Context) error {
 	}
 	if err := db.w.QueryRowContext(ctx, `INSERT INTO retry_meta (key, value) VALUES ('epoch', 1)
 		ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value`).Scan(&s.epoch); err != nil {
+		return err
+	}
+	if err := db.w.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) + 1 FROM retry_jobs`).Scan(&s.nextID); err != nil {
 		return err
 	}
 	if s.epoch >= 1<<(63-tokenBits) {
@@ -297,7 +308,9 @@ func (s *retryStore) lane(name string) *laneQ {
 }
 
 func (s *retryStore) closeStmts() {
-	for _, st := range []*sql.Stmt{s.insJob, s.getKey, s.putKey, s.finish, s.rescue, s.byIDs} {
+	s.insJobs.close()
+	s.putKeys.close()
+	for _, st := range []*sql.Stmt{s.getKey, s.getKeys, s.finish, s.rescue, s.byIDs} {
 		if st != nil {
 			_ = st.Close()
 		}
@@ -398,54 +411,167 @@ func jobSize(j *retry.Job) int {
 
 // enqueueIn inserts jobs inside a write (the writer's transaction), so
 // another write of the same group (a campaign's checkpoint) commits with
-// them or not at all.
+// them or not at all. Keys are looked up in one statement and rows
+// inserted many per statement (a campaign's page is one call of
+// hundreds): a statement's fixed cost in the driver is paid per chunk,
+// not per job. IDs are handed out here (the writer is the only inserter
+// and the file is this process's alone), so a multi-row insert needs no
+// read back.
 func (s *retryStore) enqueueIn(ctx context.Context, jobs []*retry.Job, keysSince time.Time) ([]retry.EnqueueResult, error) {
 	res := make([]retry.EnqueueResult, len(jobs))
 	since := keysSince.UnixNano()
-	err := func() error {
-		for i, j := range jobs {
-			if j.IdempotencyKey != "" {
-				var id, at int64
-				var digest string
-				err := s.getKey.QueryRowContext(ctx, j.IdempotencyKey).Scan(&id, &at, &digest)
-				switch {
-				case err == nil && at >= since && retry.Conflicts(digest, j.Digest):
-					// Returned from inside the group: the writer undoes
-					// this call's inserts and keeps the others'.
-					return &retry.ConflictError{Index: i, Key: j.IdempotencyKey, ID: id}
-				case err == nil && at >= since:
-					res[i] = retry.EnqueueResult{ID: id, Duplicate: true}
-					continue
-				case err != nil && !errors.Is(err, sql.ErrNoRows):
-					return err
-				}
-			}
-			payload := j.Payload
-			if payload == nil {
-				payload = []byte{}
-			}
-			r, err := s.insJob.ExecContext(ctx, j.Kind, j.Lane, int(j.State), j.Priority, nanos(j.RunAt), nanos(j.ExpiresAt),
-				j.MaxAttempts, j.IdempotencyKey, nanos(j.CreatedAt), nanos(j.UpdatedAt), payload)
-			if err != nil {
-				return err
-			}
-			id, err := r.LastInsertId()
-			if err != nil {
-				return err
-			}
-			if j.IdempotencyKey != "" {
-				if _, err := s.putKey.ExecContext(ctx, j.IdempotencyKey, id, nanos(j.CreatedAt), j.Digest); err != nil {
-					return err
-				}
-			}
-			res[i] = retry.EnqueueResult{ID: id}
-		}
-		return nil
-	}()
+	known, err := s.lookupKeys(ctx, jobs)
 	if err != nil {
 		return nil, err
 	}
+	ins := make([]int, 0, len(jobs)) // indexes of the jobs to insert
+	next := s.nextID
+	for i, j := range jobs {
+		if k := j.IdempotencyKey; k != "" {
+			if got, ok := known[k]; ok && got.at >= since {
+				if retry.Conflicts(got.digest, j.Digest) {
+					// Returned from inside the group: the writer undoes
+					// this call's inserts and keeps the others'.
+					return nil, &retry.ConflictError{Index: i, Key: k, ID: got.id}
+				}
+				res[i] = retry.EnqueueResult{ID: got.id, Duplicate: true}
+				continue
+			}
+			if known == nil {
+				known = map[string]keyRow{}
+			}
+			known[k] = keyRow{id: next, at: nanos(j.CreatedAt), digest: j.Digest}
+		}
+		res[i] = retry.EnqueueResult{ID: next}
+		next++
+		ins = append(ins, i)
+	}
+	if err := s.insertRows(ctx, s.insJobs, ins, func(args []any, i int) []any {
+		j := jobs[i]
+		payload := j.Payload
+		if payload == nil {
+			payload = []byte{}
+		}
+		return append(args, res[i].ID, j.Kind, j.Lane, int(j.State), j.Priority, nanos(j.RunAt), nanos(j.ExpiresAt),
+			j.MaxAttempts, j.IdempotencyKey, nanos(j.CreatedAt), nanos(j.UpdatedAt), payload)
+	}); err != nil {
+		return nil, err
+	}
+	keyed := slices.DeleteFunc(ins, func(i int) bool { return jobs[i].IdempotencyKey == "" })
+	if err := s.insertRows(ctx, s.putKeys, keyed, func(args []any, i int) []any {
+		j := jobs[i]
+		return append(args, j.IdempotencyKey, res[i].ID, nanos(j.CreatedAt), j.Digest)
+	}); err != nil {
+		return nil, err
+	}
+	s.nextID = next
 	return res, nil
+}
+
+// keyRow is a stored idempotency key.
+type keyRow struct {
+	id, at int64
+	digest string
+}
+
+// lookupKeys reads the stored keys of jobs: one point query for one key,
+// one statement over a JSON array for more.
+func (s *retryStore) lookupKeys(ctx context.Context, jobs []*retry.Job) (map[string]keyRow, error) {
+	var keys []string
+	for _, j := range jobs {
+		if j.IdempotencyKey != "" {
+			keys = append(keys, j.IdempotencyKey)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]keyRow, len(keys))
+	if len(keys) == 1 {
+		var r keyRow
+		err := s.getKey.QueryRowContext(ctx, keys[0]).Scan(&r.id, &r.at, &r.digest)
+		switch {
+		case err == nil:
+			out[keys[0]] = r
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, err
+		}
+		return out, nil
+	}
+	arr, err := json.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.getKeys.QueryContext(ctx, string(arr))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var r keyRow
+		if err := rows.Scan(&k, &r.id, &r.at, &r.digest); err != nil {
+			return nil, err
+		}
+		out[k] = r
+	}
+	return out, rows.Err()
+}
+
+// multiInsert is an INSERT prepared for several chunk sizes (rows per
+// statement), largest first.
+type multiInsert struct {
+	sizes []int
+	stmts []*sql.Stmt
+}
+
+// chunkSizes are the rows per statement of a multiInsert: any count is
+// at most count/16 + 3 + 3 statements (the driver binds a statement's
+// parameters in time quadratic in their count: more rows per statement
+// cost more than they save).
+var chunkSizes = []int{16, 4, 1}
+
+func (s *retryStore) prepareMulti(ctx context.Context, head, row string) (*multiInsert, error) {
+	m := &multiInsert{}
+	for _, n := range chunkSizes {
+		st, err := s.db.w.PrepareContext(ctx, head+strings.TrimSuffix(strings.Repeat(row+",", n), ","))
+		if err != nil {
+			return nil, fmt.Errorf("prepare %q: %w", head, err)
+		}
+		m.sizes, m.stmts = append(m.sizes, n), append(m.stmts, st)
+	}
+	return m, nil
+}
+
+func (m *multiInsert) close() {
+	if m == nil {
+		return
+	}
+	for _, st := range m.stmts {
+		_ = st.Close()
+	}
+}
+
+// insertRows inserts the rows of idx (row appends one row's values) in
+// as few statements as m's sizes allow.
+func (s *retryStore) insertRows(ctx context.Context, m *multiInsert, idx []int, row func(args []any, i int) []any) error {
+	var args []any
+	for len(idx) > 0 {
+		k := 0
+		for m.sizes[k] > len(idx) {
+			k++
+		}
+		n := m.sizes[k]
+		args = args[:0]
+		for _, i := range idx[:n] {
+			args = row(args, i)
+		}
+		if _, err := m.stmts[k].ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		idx = idx[n:]
+	}
+	return nil
 }
 
 // Claim implements retry.Store: the best due jobs come off the lane's
