@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/tracking"
 )
 
@@ -230,12 +231,44 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		place = r.line.join(st.Created)
 		defer r.line.leave(place)
 	}
-	for !st.FanoutDone {
+	// Pages are pipelined: while one page's write is in the store's
+	// writer, the next is read, rendered, validated and encoded; its write
+	// waits for the one before it (and is never made if that one failed),
+	// so checkpoints still land in order and a crash resumes at the last
+	// one. A pause or cancel is seen one page later.
+	var inFlight *pageWrite
+	defer func() {
+		if inFlight != nil {
+			<-inFlight.done
+		}
+	}()
+	settle := func() error { // waits for the page in flight and reads the status it left
+		w := inFlight
+		if w == nil {
+			return nil
+		}
+		<-w.done
+		inFlight = nil
+		if w.err != nil {
+			return w.err
+		}
+		if w.invalid > 0 {
+			r.cfg.Logger.Warn("campaign: recipients refused at the door", "campaign", key, "count", w.invalid)
+		}
+		var err error
+		st, err = r.Status(ctx, key)
+		return err
+	}
+	cursor, end := st.Cursor, st.FanoutDone
+	for !end {
 		switch st.State {
 		case Paused, Cancelled:
+			if err := settle(); err != nil {
+				return err
+			}
 			return ErrStopped
 		}
-		rs, next, err := it.Next(ctx, st.Cursor)
+		rs, next, err := it.Next(ctx, cursor)
 		if err != nil {
 			return fmt.Errorf("campaign %s: audience: %w", key, err)
 		}
@@ -251,16 +284,20 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 				return err
 			}
 		}
-		invalid, err := r.enqueue(ctx, key, next, len(rs), msgs)
-		if err != nil {
+		w := &pageWrite{done: make(chan struct{}), after: inFlight}
+		go func() {
+			defer close(w.done)
+			w.invalid, w.err = r.enqueue(ctx, key, next, len(rs), msgs, w.after)
+		}()
+		if err := settle(); err != nil {
+			<-w.done
 			return err
 		}
-		if st, err = r.Status(ctx, key); err != nil {
-			return err
-		}
-		if invalid > 0 {
-			r.cfg.Logger.Warn("campaign: recipients refused at the door", "campaign", key, "count", invalid)
-		}
+		inFlight = w
+		cursor, end = next, next == ""
+	}
+	if err := settle(); err != nil {
+		return err
 	}
 	if st.State == Running {
 		return r.cfg.Store.SetState(ctx, key, Done)
@@ -268,17 +305,49 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 	return nil
 }
 
+// pageWrite is a page on its way into the store.
+type pageWrite struct {
+	done    chan struct{} // closed when the write is over
+	after   *pageWrite    // the page before it, whose write must land first
+	invalid int
+	err     error
+}
+
+// errPageBefore: a page's write was not made because the page before it
+// failed (its error is the one Run returns).
+var errPageBefore = errors.New("campaign: the page before failed")
+
+// inOrder wraps a page's checkpoint so its write waits for the page
+// before it, and is not made if that one failed.
+func inOrder(e retry.Enqueuer, after *pageWrite) retry.Enqueuer {
+	if after == nil {
+		return e
+	}
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		select {
+		case <-after.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if after.err != nil {
+			return nil, errPageBefore
+		}
+		return e.Enqueue(ctx, jobs, since)
+	})
+}
+
 // enqueue makes a page's messages durable with the cursor after it, in
-// one write. A message the door refuses (a malformed address) is left out
-// and counted; the rest go.
-func (r *Runner) enqueue(ctx context.Context, key, next string, recipients int, msgs []herald.Message) (int, error) {
+// one write (after the write of the page before it, if any). A message
+// the door refuses (a malformed address) is left out and counted; the
+// rest go.
+func (r *Runner) enqueue(ctx context.Context, key, next string, recipients int, msgs []herald.Message, after *pageWrite) (int, error) {
 	invalid := 0
 	if len(msgs) == 0 { // a page without addresses: the checkpoint still moves
-		_, err := r.cfg.Store.Checkpoint(key, next, recipients, 0, next == "").Enqueue(ctx, nil, time.Time{})
+		_, err := inOrder(r.cfg.Store.Checkpoint(key, next, recipients, 0, next == ""), after).Enqueue(ctx, nil, time.Time{})
 		return 0, err
 	}
 	for {
-		e := r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == "")
+		e := inOrder(r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == ""), after)
 		_, err := r.cfg.Dispatcher.SendTx(ctx, e, msgs...)
 		var fe *herald.FieldError
 		if err == nil || !errors.As(err, &fe) {
@@ -295,7 +364,7 @@ func (r *Runner) enqueue(ctx context.Context, key, next string, recipients int, 
 		invalid++
 		if len(msgs) == 0 {
 			// Nothing left to enqueue: the checkpoint still moves.
-			e := r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == "")
+			e := inOrder(r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == ""), after)
 			_, err := e.Enqueue(ctx, nil, time.Time{})
 			return invalid, err
 		}

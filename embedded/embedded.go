@@ -78,6 +78,8 @@ type Config struct {
 	CacheKiB int
 	// Logger receives operational messages. Default: discard.
 	Logger *slog.Logger
+
+	queueWindow int // waiting jobs per lane and state kept in memory (tests)
 }
 
 // DB is an open store file. Its methods are safe for concurrent use.

@@ -23,3 +23,23 @@ func SetSynchronousOffForTest() { synchronous = "OFF" }
 
 // SetClaimLogRotateForTest makes the claim log rotate past n bytes.
 func SetClaimLogRotateForTest(n int64) { claimLogRotate = n }
+
+// QueueWindowForTest makes Open keep n waiting jobs per lane and state in
+// memory (the rest stay in the file until a refill reads them).
+func QueueWindowForTest(c *Config, n int) *Config {
+	c.queueWindow = n
+	return c
+}
+
+// QueueMemoryForTest returns how many waiting jobs of lane the store holds
+// in memory, and how many it counts in the file beyond them.
+func (db *DB) QueueMemoryForTest(lane string) (inMemory, inFile int) {
+	s := db.retry
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lanes[lane]
+	if l == nil {
+		return 0, 0
+	}
+	return l.ready.len() + l.sched.len(), l.rw.off + l.sw.off
+}

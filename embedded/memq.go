@@ -7,15 +7,26 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 )
 
-// qentry is a waiting job in memory: 24 bytes, so a million waiting jobs
-// cost 24 MB of heap (the rows themselves stay in the file).
+// qentry is a waiting job in memory: 24 bytes (the row itself stays in
+// the file).
 type qentry struct {
 	id    int64
 	runAt int64 // nanoseconds
-	prio  int64
+	prio  int32
+	// sched: in a lane's ready heap, the job is still scheduled (state 2)
+	// in the file: it came due and was moved over in memory only, so the
+	// ready window must keep it (reading the file's ready jobs back would
+	// not find it).
+	sched bool
+}
+
+// prio32 clamps a job's priority to the 32 bits a qentry keeps.
+func prio32(p int) int32 {
+	return int32(max(min(p, 1<<31-1), -1<<31))
 }
 
 // jobHeap is a binary heap of waiting jobs: by priority (descending),
@@ -96,14 +107,101 @@ func (h *jobHeap) down(i int) {
 }
 
 // laneQ is one lane's waiting jobs and pause switch.
+//
+// Memory holds a window of each lane's waiting jobs, not all of them: a
+// backlog of millions costs the window, and Open reads only the window.
+// When a heap's window is "over", the file holds more of the lane's jobs
+// in that state than memory does, and every one of them sorts after the
+// heap's watermark (wm); they are read back in order, past the
+// watermark, when memory runs low (refill). A job that joins a lane past
+// the watermark is left in the file and counted (off); one before it
+// joins the heap. Keeping this invariant is what lets a refill read
+// "after wm" and find exactly the jobs memory does not have.
 type laneQ struct {
 	ready, sched jobHeap
+	rw, sw       window // of ready and of sched
 	paused       bool
+}
+
+// window is the part of a lane's jobs in one state that memory holds.
+type window struct {
+	over bool   // the file holds more than memory: the rest sorts after wm
+	wm   qentry // the watermark
+	off  int    // jobs in the file beyond memory
+	gen  int    // bumped when a trim moves the watermark back
+	// refilled is closed when the refill in flight (if not nil) is done.
+	refilled chan struct{}
+}
+
+// side returns one of the lane's heaps and its window.
+func (l *laneQ) side(sched bool) (*jobHeap, *window) {
+	if sched {
+		return &l.sched, &l.sw
+	}
+	return &l.ready, &l.rw
+}
+
+// add puts a job the file holds in the given state (ready or scheduled)
+// in the lane: in memory if it sorts before the watermark (or the window
+// is not over), else counted as in the file only. A heap past twice the
+// window is trimmed back to it.
+func (l *laneQ) add(e qentry, sched bool, size int) {
+	h, w := l.side(sched)
+	if w.over && !e.sched && h.less(&w.wm, &e) {
+		w.off++
+		return
+	}
+	h.push(e)
+	if h.len() > 2*size {
+		l.trim(sched, size)
+	}
+}
+
+// waiting counts the lane's waiting jobs, in memory and in the file.
+func (l *laneQ) waiting() int {
+	return l.ready.len() + l.sched.len() + l.rw.off + l.sw.off
+}
+
+// trim keeps the window's first entries of a heap and leaves the rest to
+// the file, moving the watermark back to the last one kept. Ready entries
+// still scheduled in the file are kept whatever their place (a refill of
+// ready jobs would not find them).
+func (l *laneQ) trim(sched bool, size int) {
+	h, w := l.side(sched)
+	slices.SortFunc(h.e, func(a, b qentry) int {
+		if h.less(&a, &b) {
+			return -1
+		}
+		return 1
+	})
+	kept, n, dropped := h.e[:0], 0, false
+	var last qentry
+	for _, e := range h.e {
+		switch {
+		case e.sched && !sched:
+			kept = append(kept, e)
+		case n < size:
+			kept = append(kept, e)
+			last = e
+			n++
+		default:
+			w.off++
+			dropped = true
+		}
+	}
+	// A sorted array is a heap; a shrunk one gives its memory back.
+	h.e = append(make([]qentry, 0, len(kept)+size/4), kept...)
+	if dropped {
+		w.over, w.wm = true, last
+		w.gen++
+	}
 }
 
 // leaseRec is a running job's lease, held in memory only.
 type leaseRec struct {
-	id, prio, runAt  int64
+	id, runAt        int64
+	prio             int32
+	sched            bool // still scheduled in the file (see qentry)
 	lane             string
 	token            int64
 	until, claimedAt int64

@@ -47,7 +47,16 @@ type retryStore struct {
 	cache      map[int64]*retry.Job
 	cacheBytes int
 	claims     *claimLog
+
+	// window is how many waiting jobs of each lane and state memory holds
+	// (see laneQ); refills read the rest back in the background (bg).
+	window int
+	bg     sync.WaitGroup
 }
+
+// defaultWindow: 32,768 entries of 24 bytes per lane and state, so the
+// memory of a backlog is flat past it, and Open reads no more than it.
+const defaultWindow = 1 << 15
 
 // cacheLimit bounds the jobs kept in memory for their first claim, and
 // cacheAhead keeps only those likely to be claimed soon: a job that joins
@@ -69,7 +78,8 @@ const jobCols = `id, kind, lane, state, priority, run_at, expires_at, max_attemp
 	lease_token, lease_until, idem_key, last_error, created_at, updated_at, finished_at, payload, skipped`
 
 func newRetryStore(ctx context.Context, db *DB) (*retryStore, error) {
-	s := &retryStore{db: db, lanes: map[string]*laneQ{}, running: map[int64]*leaseRec{}, cache: map[int64]*retry.Job{}}
+	s := &retryStore{db: db, lanes: map[string]*laneQ{}, running: map[int64]*leaseRec{}, cache: map[int64]*retry.Job{},
+		window: cmp.Or(db.cfg.queueWindow, defaultWindow)}
 	prep := func(dst **sql.Stmt, q string) error {
 		st, err := db.w.PrepareContext(ctx, q)
 		if err != nil {
@@ -167,29 +177,14 @@ func (s *retryStore) load(ctx context.Context) error {
 		if !ok {
 			return errors.New("embedded: the SQLite driver cannot query")
 		}
-		for _, q := range []struct {
-			state int
-			sql   string
-		}{
-			{1, `SELECT id, priority, run_at FROM retry_jobs WHERE state = 1 AND lane = ?1 ORDER BY priority DESC, run_at, id`},
-			{2, `SELECT id, priority, run_at FROM retry_jobs WHERE state = 2 AND lane = ?1 ORDER BY run_at, id`},
-		} {
-			lanes, err := distinctLanes(ctx, qc, q.state)
+		for _, state := range []int{1, 2} {
+			lanes, err := distinctLanes(ctx, qc, state)
 			if err != nil {
 				return err
 			}
 			for _, lane := range lanes {
-				lq := s.lane(lane)
-				h := &lq.ready
-				if q.state == 2 {
-					h = &lq.sched
-				}
-				if err := loadLane(ctx, qc, q.sql, h, lane); err != nil {
+				if err := s.loadWindow(ctx, qc, lane, state == 2); err != nil {
 					return err
-				}
-				if q.state == 2 {
-					// (lane, run_at) index order leaves ties by ID; make sure.
-					h.init()
 				}
 			}
 		}
@@ -197,31 +192,187 @@ func (s *retryStore) load(ctx context.Context) error {
 	})
 }
 
-// loadLane appends the (id, priority, run_at) rows of query to h.
-func loadLane(ctx context.Context, qc driver.QueryerContext, query string, h *jobHeap, args ...any) error {
+// Reading a lane's waiting jobs in queue order: the first window at
+// Open, the next ones past the watermark at a refill. (lane, run_at)
+// index entries end with the row ID, so the scheduled ones come in
+// (run_at, id) order too.
+const (
+	qReadyFirst = `SELECT id, priority, run_at FROM retry_jobs WHERE state = 1 AND lane = ?1
+		ORDER BY priority DESC, run_at, id LIMIT ?2`
+	qReadySame = `SELECT id, priority, run_at FROM retry_jobs WHERE state = 1 AND lane = ?1
+		AND priority = ?3 AND (run_at, id) > (?4, ?5) ORDER BY run_at, id LIMIT ?2`
+	qReadyLower = `SELECT id, priority, run_at FROM retry_jobs WHERE state = 1 AND lane = ?1
+		AND priority < ?3 ORDER BY priority DESC, run_at, id LIMIT ?2`
+	qSchedFirst = `SELECT id, priority, run_at FROM retry_jobs WHERE state = 2 AND lane = ?1
+		ORDER BY run_at, id LIMIT ?2`
+	qSchedAfter = `SELECT id, priority, run_at FROM retry_jobs WHERE state = 2 AND lane = ?1
+		AND (run_at, id) > (?4, ?5) ORDER BY run_at, id LIMIT ?2`
+	qCount = `SELECT count(*) FROM retry_jobs WHERE state = ?2 AND lane = ?1`
+)
+
+// loadWindow reads the first window of a lane's ready or scheduled jobs
+// at Open, and counts the rest.
+func (s *retryStore) loadWindow(ctx context.Context, qc driver.QueryerContext, lane string, sched bool) error {
+	l := s.lane(lane)
+	h, w := l.side(sched)
+	q, state := qReadyFirst, int64(1)
+	if sched {
+		q, state = qSchedFirst, 2
+	}
+	rows, err := readEntries(ctx, qc, q, h.e, lane, int64(s.window))
+	if err != nil {
+		return err
+	}
+	h.e = rows // a sorted array is a heap
+	if len(rows) < s.window {
+		return nil
+	}
+	var n []driver.Value
+	if n, err = queryRow(ctx, qc, qCount, lane, state); err != nil {
+		return err
+	}
+	total, _ := n[0].(int64)
+	w.over, w.wm, w.off = true, rows[len(rows)-1], int(total)-len(rows)
+	return nil
+}
+
+// queryRow returns the one row of query.
+func queryRow(ctx context.Context, qc driver.QueryerContext, query string, args ...any) ([]driver.Value, error) {
+	rows, err := qc.QueryContext(ctx, query, namedValues(args))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	if err := rows.Next(dest); err != nil {
+		return nil, err
+	}
+	return dest, nil
+}
+
+func namedValues(args []any) []driver.NamedValue {
 	nv := make([]driver.NamedValue, len(args))
 	for i, a := range args {
 		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
 	}
-	rows, err := qc.QueryContext(ctx, query, nv)
+	return nv
+}
+
+// readEntries appends the (id, priority, run_at) rows of query to dst.
+func readEntries(ctx context.Context, qc driver.QueryerContext, query string, dst []qentry, args ...any) ([]qentry, error) {
+	rows, err := qc.QueryContext(ctx, query, namedValues(args))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rows.Close()
 	dest := make([]driver.Value, 3)
 	for {
 		if err := rows.Next(dest); err == io.EOF {
-			return nil
+			return dst, nil
 		} else if err != nil {
-			return err
+			return nil, err
 		}
 		id, ok1 := dest[0].(int64)
 		prio, ok2 := dest[1].(int64)
 		runAt, ok3 := dest[2].(int64)
 		if !ok1 || !ok2 || !ok3 {
-			return fmt.Errorf("embedded: a job row is not (int, int, int): %T %T %T", dest[0], dest[1], dest[2])
+			return nil, fmt.Errorf("embedded: a job row is not (int, int, int): %T %T %T", dest[0], dest[1], dest[2])
 		}
-		h.e = append(h.e, qentry{id: id, prio: prio, runAt: runAt})
+		dst = append(dst, qentry{id: id, prio: int32(prio), runAt: runAt})
+	}
+}
+
+// refill reads a lane's next waiting jobs past the watermark into memory
+// (the caller has set w.refilled). It is a write of the group commit
+// although it only reads: the writer runs it between two writes, and its
+// result joins memory in its after-commit hook, in the same order as
+// every enqueue's and outcome's — so a job is read back exactly when
+// memory does not hold it. A refill whose watermark was moved back
+// meanwhile (a trim) is dropped; the next Claim asks again.
+func (s *retryStore) refill(ctx context.Context, lane string, sched bool, atLeast int) error {
+	var got []qentry
+	var gen, want int
+	var from qentry
+	end := func() {
+		_, w := s.lane(lane).side(sched)
+		if w.refilled != nil {
+			close(w.refilled)
+			w.refilled = nil
+		}
+	}
+	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+		s.mu.Lock()
+		h, w := s.lane(lane).side(sched)
+		from, gen, want = w.wm, w.gen, max(2*s.window, atLeast)-h.len()
+		over := w.over
+		s.mu.Unlock()
+		got = got[:0]
+		if !over || want <= 0 {
+			return nil
+		}
+		return c.Raw(func(dc any) error {
+			qc, ok := dc.(driver.QueryerContext)
+			if !ok {
+				return errors.New("embedded: the SQLite driver cannot query")
+			}
+			var err error
+			if sched {
+				got, err = readEntries(ctx, qc, qSchedAfter, got, lane, int64(want), nil, from.runAt, from.id)
+				return err
+			}
+			if got, err = readEntries(ctx, qc, qReadySame, got, lane, int64(want), int64(from.prio), from.runAt, from.id); err != nil {
+				return err
+			}
+			if len(got) < want {
+				got, err = readEntries(ctx, qc, qReadyLower, got, lane, int64(want-len(got)), int64(from.prio))
+			}
+			return err
+		})
+	}, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		defer end()
+		h, w := s.lane(lane).side(sched)
+		if w.gen != gen || !w.over || w.wm != from || want <= 0 {
+			return
+		}
+		for _, e := range got {
+			if s.running[e.id] != nil {
+				continue // claimed before a trim moved the watermark back over it
+			}
+			h.push(e)
+			w.off--
+		}
+		if len(got) < want {
+			w.over, w.off = false, 0
+		} else {
+			w.wm = got[len(got)-1]
+		}
+	})
+	if err != nil {
+		s.mu.Lock()
+		end()
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// refillSoon starts a refill of whichever of the lane's heaps runs low,
+// in the background (under s.mu).
+func (s *retryStore) refillSoon(lane string, l *laneQ) {
+	for _, sched := range []bool{false, true} {
+		h, w := l.side(sched)
+		if !w.over || w.refilled != nil || h.len() >= s.window {
+			continue
+		}
+		w.refilled = make(chan struct{})
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			if err := s.refill(context.Background(), lane, sched, 0); err != nil && !errors.Is(err, errStoreClosed) {
+				s.db.cfg.Logger.Warn("embedded: reading waiting jobs back into memory failed; the next claim retries", "lane", lane, "err", err)
+			}
+		}()
 	}
 }
 
@@ -308,6 +459,7 @@ func (s *retryStore) lane(name string) *laneQ {
 }
 
 func (s *retryStore) closeStmts() {
+	s.bg.Wait()
 	s.insJobs.close()
 	s.putKeys.close()
 	for _, st := range []*sql.Stmt{s.getKey, s.getKeys, s.finish, s.rescue, s.byIDs} {
@@ -386,14 +538,10 @@ func (s *retryStore) admit(jobs []*retry.Job, res []retry.EnqueueResult) {
 		if i >= len(res) || res[i].Duplicate {
 			continue
 		}
-		e := qentry{id: res[i].ID, runAt: nanos(j.RunAt), prio: int64(j.Priority)}
+		e := qentry{id: res[i].ID, runAt: nanos(j.RunAt), prio: prio32(j.Priority)}
 		l := s.lane(j.Lane)
-		if j.State == retry.StateAvailable {
-			l.ready.push(e)
-		} else {
-			l.sched.push(e)
-		}
-		if size := jobSize(j); s.cacheBytes+size <= cacheLimit && l.ready.len()+l.sched.len() <= cacheAhead {
+		l.add(e, j.State != retry.StateAvailable, s.window)
+		if size := jobSize(j); s.cacheBytes+size <= cacheLimit && l.waiting() <= cacheAhead {
 			c := *j
 			c.ID = e.id
 			if c.Payload == nil {
@@ -584,16 +732,48 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 		return nil, err
 	}
 	n, until := now.UnixNano(), nanos(leaseUntil)
-	s.mu.Lock()
-	l := s.lanes[lane]
-	if l == nil || l.paused {
+	var l *laneQ
+	for tries := 0; ; tries++ {
+		s.mu.Lock()
+		l = s.lanes[lane]
+		if l == nil || l.paused {
+			s.mu.Unlock()
+			return nil, nil
+		}
+		// Due scheduled jobs move to the ready heap (in memory only: the
+		// file still says scheduled), as far as the ready window has room.
+		for l.sched.len() > 0 && l.sched.e[0].runAt <= n && l.ready.len() < max(2*s.window, limit) {
+			e := l.sched.pop()
+			e.sched = true
+			l.ready.push(e)
+		}
+		// Memory cannot fill this claim but the file can: read it back now
+		// (once), rather than hand out less than there is.
+		needReady := l.ready.len() < limit && l.rw.over
+		needSched := l.ready.len() < limit && l.sw.over && l.sw.wm.runAt <= n
+		if tries > 2 || !needReady && !needSched {
+			break
+		}
+		sched := !needReady
+		_, w := l.side(sched)
+		if w.refilled != nil { // one is on its way: wait for it
+			ch := w.refilled
+			s.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		w.refilled = make(chan struct{})
 		s.mu.Unlock()
-		return nil, nil
-	}
-	for l.sched.len() > 0 && l.sched.e[0].runAt <= n {
-		l.ready.push(l.sched.pop())
+		if err := s.refill(ctx, lane, sched, limit); err != nil {
+			return nil, err
+		}
 	}
 	if l.ready.len() == 0 {
+		s.refillSoon(lane, l)
 		s.mu.Unlock()
 		return nil, nil
 	}
@@ -607,7 +787,7 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 	for len(recs) < limit && l.ready.len() > 0 {
 		e := l.ready.pop()
 		s.seq++
-		r := &leaseRec{id: e.id, prio: e.prio, runAt: e.runAt, lane: lane, token: s.epoch<<tokenBits | s.seq, until: until, claimedAt: n}
+		r := &leaseRec{id: e.id, prio: e.prio, sched: e.sched, runAt: e.runAt, lane: lane, token: s.epoch<<tokenBits | s.seq, until: until, claimedAt: n}
 		s.running[e.id] = r
 		recs = append(recs, r)
 		if j := s.cache[e.id]; j != nil {
@@ -619,6 +799,7 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 			missing = append(missing, r)
 		}
 	}
+	s.refillSoon(lane, l)
 	s.mu.Unlock()
 	// Logged before the jobs are handed out (a worker that runs one is
 	// then on record), outside the store's mutex (a write(2) there would
@@ -640,7 +821,7 @@ func (s *retryStore) Claim(ctx context.Context, lane string, limit int, now, lea
 		s.mu.Lock()
 		for _, r := range recs {
 			delete(s.running, r.id)
-			s.lanes[lane].ready.push(qentry{id: r.id, runAt: r.runAt, prio: r.prio})
+			s.lanes[lane].add(qentry{id: r.id, runAt: r.runAt, prio: r.prio, sched: r.sched}, false, s.window)
 		}
 		s.mu.Unlock()
 		return nil, err
@@ -719,7 +900,7 @@ func (s *retryStore) hold(leases []retry.Lease) []*leaseRec {
 // settle ends held leases after their write: written ones leave the
 // running set (and go back to their lane if not final), the others are
 // freed for another try.
-func (s *retryStore) settle(recs []*leaseRec, written bool, back func(i int) (runAt int64, ok bool)) {
+func (s *retryStore) settle(recs []*leaseRec, written bool, back func(i int) (runAt int64, sched, ok bool)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, r := range recs {
@@ -731,8 +912,8 @@ func (s *retryStore) settle(recs []*leaseRec, written bool, back func(i int) (ru
 			continue
 		}
 		delete(s.running, r.id)
-		if runAt, ok := back(i); ok {
-			s.lane(r.lane).sched.push(qentry{id: r.id, runAt: runAt, prio: r.prio})
+		if runAt, sched, ok := back(i); ok {
+			s.lane(r.lane).add(qentry{id: r.id, runAt: runAt, prio: r.prio}, sched, s.window)
 		}
 	}
 }
@@ -779,14 +960,16 @@ func (s *retryStore) Finish(ctx context.Context, outcomes []retry.Outcome) ([]er
 	if !held {
 		return errs, nil
 	}
-	back := func(i int) (int64, bool) {
+	// back says where a job goes after its outcome: scheduled (state 2 in
+	// the file) or ready (state 1), or nowhere (final).
+	back := func(i int) (int64, bool, bool) {
 		switch o := &outcomes[i]; o.State {
 		case retry.StateScheduled:
-			return nanos(o.RunAt), true
+			return nanos(o.RunAt), true, true
 		case retry.StateAvailable:
-			return nanos(o.At), true
+			return nanos(o.At), false, true
 		}
-		return 0, false
+		return 0, false, false
 	}
 	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
 		for i := range outcomes {
@@ -797,7 +980,7 @@ func (s *retryStore) Finish(ctx context.Context, outcomes []retry.Outcome) ([]er
 			o := &outcomes[i]
 			var runAt any
 			var finished int64
-			if at, ok := back(i); ok {
+			if at, _, ok := back(i); ok {
 				runAt = at
 			} else {
 				finished = nanos(o.At)
@@ -844,12 +1027,12 @@ func (s *retryStore) Rescue(ctx context.Context, now time.Time) ([]*retry.Job, e
 		return nil, nil
 	}
 	var out []*retry.Job
-	back := func(i int) (int64, bool) { return n, recs[i].attempt < recs[i].maxAttempts }
+	back := func(i int) (int64, bool, bool) { return n, false, recs[i].attempt < recs[i].maxAttempts }
 	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
 		out = out[:0]
 		for i, r := range recs {
 			state, finished, runAt := 1, int64(0), n
-			if _, ok := back(i); !ok {
+			if _, _, ok := back(i); !ok {
 				state, finished, runAt = 5, n, r.runAt
 			}
 			j, err := scanJob(s.rescue.QueryRowContext(ctx, state, r.attempt, r.token, finished, runAt, n, r.id))
@@ -1021,7 +1204,7 @@ func (s *retryStore) Requeue(ctx context.Context, f retry.Filter, now time.Time)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, j := range back {
-			s.lane(j.Lane).ready.push(qentry{id: j.ID, runAt: n, prio: int64(j.Priority)})
+			s.lane(j.Lane).add(qentry{id: j.ID, runAt: n, prio: prio32(j.Priority)}, false, s.window)
 		}
 	})
 	return len(back), err
@@ -1074,6 +1257,13 @@ func (s *retryStore) Stats(ctx context.Context, now time.Time) ([]retry.LaneStat
 	n := now.UnixNano()
 	later := fromNanos(n + 1)
 	var paused []string
+	type live struct {
+		name                  string
+		ready, sched, running int
+		oldest                int64
+		readyWM, schedWM      *qentry // set when the file holds more than memory
+	}
+	var lanes []live
 	s.mu.Lock()
 	running := map[string]int{}
 	for _, r := range s.running {
@@ -1083,34 +1273,69 @@ func (s *retryStore) Stats(ctx context.Context, now time.Time) ([]retry.LaneStat
 		if l.paused {
 			paused = append(paused, name)
 		}
-		ready, oldest := l.ready.len(), int64(0)
+		lv := live{name: name, ready: l.ready.len() + l.rw.off, sched: l.sw.off, running: running[name]}
 		for _, e := range l.ready.e {
-			if oldest == 0 || e.runAt < oldest {
-				oldest = e.runAt
+			if lv.oldest == 0 || e.runAt < lv.oldest {
+				lv.oldest = e.runAt
 			}
 		}
-		sched := 0
 		for _, e := range l.sched.e {
 			if e.runAt > n {
-				sched++
+				lv.sched++
 				continue
 			}
-			ready++
-			if oldest == 0 || e.runAt < oldest {
-				oldest = e.runAt
+			lv.ready++
+			if lv.oldest == 0 || e.runAt < lv.oldest {
+				lv.oldest = e.runAt
 			}
 		}
-		if ready > 0 {
-			agg = append(agg, retry.StatsRow{Lane: name, State: retry.StateAvailable, OldestRunAt: fromNanos(oldest), Count: ready})
+		if l.rw.over {
+			wm := l.rw.wm
+			lv.readyWM = &wm
 		}
-		if sched > 0 {
-			agg = append(agg, retry.StatsRow{Lane: name, State: retry.StateScheduled, OldestRunAt: later, Count: sched})
+		if l.sw.over && l.sw.wm.runAt <= n {
+			wm := l.sw.wm
+			lv.schedWM = &wm
 		}
-		if running[name] > 0 {
-			agg = append(agg, retry.StatsRow{Lane: name, State: retry.StateRunning, Count: running[name]})
-		}
+		lanes = append(lanes, lv)
 	}
 	s.mu.Unlock()
+	for _, lv := range lanes {
+		// Past a window, the file answers what memory cannot: how many of
+		// the scheduled jobs it holds are due, and the oldest ready job of
+		// a lower priority than memory's (memory holds the oldest of its
+		// own).
+		if lv.schedWM != nil {
+			var due int
+			if err := s.db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM retry_jobs WHERE state = 2 AND lane = ?
+				AND (run_at, id) > (?, ?) AND run_at <= ?`, lv.name, lv.schedWM.runAt, lv.schedWM.id, n).Scan(&due); err != nil {
+				return nil, s.db.classify(err)
+			}
+			lv.ready, lv.sched = lv.ready+due, lv.sched-due
+			if due > 0 && (lv.oldest == 0 || lv.schedWM.runAt < lv.oldest) {
+				lv.oldest = lv.schedWM.runAt
+			}
+		}
+		if lv.readyWM != nil {
+			var lower sql.NullInt64
+			if err := s.db.rdb.QueryRowContext(ctx, `SELECT min(run_at) FROM retry_jobs WHERE state = 1 AND lane = ? AND priority < ?`,
+				lv.name, lv.readyWM.prio).Scan(&lower); err != nil {
+				return nil, s.db.classify(err)
+			}
+			if lower.Valid && (lv.oldest == 0 || lower.Int64 < lv.oldest) {
+				lv.oldest = lower.Int64
+			}
+		}
+		if lv.ready > 0 {
+			agg = append(agg, retry.StatsRow{Lane: lv.name, State: retry.StateAvailable, OldestRunAt: fromNanos(lv.oldest), Count: lv.ready})
+		}
+		if lv.sched > 0 {
+			agg = append(agg, retry.StatsRow{Lane: lv.name, State: retry.StateScheduled, OldestRunAt: later, Count: lv.sched})
+		}
+		if lv.running > 0 {
+			agg = append(agg, retry.StatsRow{Lane: lv.name, State: retry.StateRunning, Count: lv.running})
+		}
+	}
 	return retry.BuildStats(now, agg, paused), nil
 }
 
