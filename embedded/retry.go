@@ -50,8 +50,9 @@ type retryStore struct {
 
 	// window is how many waiting jobs of each lane and state memory holds
 	// (see laneQ); refills read the rest back in the background (bg).
-	window int
-	bg     sync.WaitGroup
+	window  int
+	bg      sync.WaitGroup
+	closing bool // no new background refill (under mu)
 }
 
 // defaultWindow: 32,768 entries of 24 bytes per lane and state, so the
@@ -362,7 +363,7 @@ func (s *retryStore) refill(ctx context.Context, lane string, sched bool, atLeas
 func (s *retryStore) refillSoon(lane string, l *laneQ) {
 	for _, sched := range []bool{false, true} {
 		h, w := l.side(sched)
-		if !w.over || w.refilled != nil || h.len() >= s.window {
+		if s.closing || !w.over || w.refilled != nil || h.len() >= s.window {
 			continue
 		}
 		w.refilled = make(chan struct{})
@@ -459,6 +460,9 @@ func (s *retryStore) lane(name string) *laneQ {
 }
 
 func (s *retryStore) closeStmts() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.bg.Wait()
 	s.insJobs.close()
 	s.putKeys.close()
