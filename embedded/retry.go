@@ -259,28 +259,40 @@ func namedValues(args []any) []driver.NamedValue {
 	return nv
 }
 
-// readEntries appends the (id, priority, run_at) rows of query to dst.
-func readEntries(ctx context.Context, qc driver.QueryerContext, query string, dst []qentry, args ...any) ([]qentry, error) {
+// eachRow calls fn with every row of query (of cols columns), read
+// through the driver itself.
+func eachRow(ctx context.Context, qc driver.QueryerContext, query string, cols int, fn func([]driver.Value) error, args ...any) error {
 	rows, err := qc.QueryContext(ctx, query, namedValues(args))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rows.Close()
-	dest := make([]driver.Value, 3)
+	dest := make([]driver.Value, cols)
 	for {
 		if err := rows.Next(dest); err == io.EOF {
-			return dst, nil
+			return nil
 		} else if err != nil {
-			return nil, err
+			return err
 		}
-		id, ok1 := dest[0].(int64)
-		prio, ok2 := dest[1].(int64)
-		runAt, ok3 := dest[2].(int64)
+		if err := fn(dest); err != nil {
+			return err
+		}
+	}
+}
+
+// readEntries appends the (id, priority, run_at) rows of query to dst.
+func readEntries(ctx context.Context, qc driver.QueryerContext, query string, dst []qentry, args ...any) ([]qentry, error) {
+	err := eachRow(ctx, qc, query, 3, func(v []driver.Value) error {
+		id, ok1 := v[0].(int64)
+		prio, ok2 := v[1].(int64)
+		runAt, ok3 := v[2].(int64)
 		if !ok1 || !ok2 || !ok3 {
-			return nil, fmt.Errorf("embedded: a job row is not (int, int, int): %T %T %T", dest[0], dest[1], dest[2])
+			return fmt.Errorf("embedded: a job row is not (int, int, int): %T %T %T", v[0], v[1], v[2])
 		}
 		dst = append(dst, qentry{id: id, prio: int32(prio), runAt: runAt})
-	}
+		return nil
+	}, args...)
+	return dst, err
 }
 
 // refill reads a lane's next waiting jobs past the watermark into memory
@@ -380,29 +392,20 @@ func (s *retryStore) refillSoon(lane string, l *laneQ) {
 // distinctLanes lists the lanes with jobs in state, skipping through the
 // state's partial index (lane first) instead of reading every entry.
 func distinctLanes(ctx context.Context, qc driver.QueryerContext, state int) ([]string, error) {
-	rows, err := qc.QueryContext(ctx, `WITH RECURSIVE l(lane) AS (
+	var out []string
+	err := eachRow(ctx, qc, `WITH RECURSIVE l(lane) AS (
 		SELECT min(lane) FROM retry_jobs WHERE state = ?1
 		UNION ALL
 		SELECT (SELECT min(lane) FROM retry_jobs WHERE state = ?1 AND lane > l.lane) FROM l WHERE l.lane IS NOT NULL)
-		SELECT lane FROM l WHERE lane IS NOT NULL`, []driver.NamedValue{{Ordinal: 1, Value: int64(state)}})
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	dest := make([]driver.Value, 1)
-	for {
-		if err := rows.Next(dest); err == io.EOF {
-			return out, nil
-		} else if err != nil {
-			return nil, err
-		}
-		lane, ok := dest[0].(string)
+		SELECT lane FROM l WHERE lane IS NOT NULL`, 1, func(v []driver.Value) error {
+		lane, ok := v[0].(string)
 		if !ok {
-			return nil, fmt.Errorf("embedded: lane is %T, not text", dest[0])
+			return fmt.Errorf("embedded: lane is %T, not text", v[0])
 		}
 		out = append(out, lane)
-	}
+		return nil
+	}, int64(state))
+	return out, err
 }
 
 // handBack returns to their lanes the jobs a stopped process left
