@@ -150,6 +150,18 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 	return out, nil
 }
 
+// Check validates m as Send would, at the door, and stores nothing —
+// all but the queue's limit on its encoded size
+// (Config.Queue.MaxPayloadBytes), which needs the encoding and which
+// Send checks. A host that stores messages to send later (a campaign's
+// staged pages) checks them with it. Its errors are Send's *FieldError.
+func (d *Dispatcher) Check(m *Message) error {
+	if err := d.checkEnvelope(m, d.cfg.Now()); err != nil {
+		return err
+	}
+	return d.checkChannel(m)
+}
+
 // inboxItem is a message's Inbox item: its ID the message's key, kept
 // until the item's Expires, or Config.InboxRetention.
 func (d *Dispatcher) inboxItem(m *Message, now time.Time) inbox.Item {

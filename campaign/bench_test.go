@@ -20,11 +20,21 @@ import (
 	"github.com/heraldhq/herald/push/pushtest"
 )
 
-// BenchmarkFanOut enqueues a campaign's audience into the embedded store
+// BenchmarkFanOut fans a campaign's audience out into the embedded store
 // (no workers: the fan-out alone), b.N recipients per run, one push each.
+// At rate=unlimited the drain enqueues as fast as it can beside the
+// stage, and the run ends with every message in the queue
+// (recipients/s); at rate=1000 the drain is held to the campaign's rate
+// and the run ends once the audience is staged (staged/s: the audience
+// captured, durable, checked and counted).
 //
 //	go test -run '^$' -bench FanOut -benchtime 1000000x ./campaign/
 func BenchmarkFanOut(b *testing.B) {
+	b.Run("rate=unlimited", func(b *testing.B) { benchFanOut(b, 1e6) })
+	b.Run("rate=1000", func(b *testing.B) { benchFanOut(b, 1000) })
+}
+
+func benchFanOut(b *testing.B, perSecond float64) {
 	db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
 	if err != nil {
 		b.Fatal(err)
@@ -40,10 +50,12 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 	ctx := context.Background()
 	c := crashCampaign()
-	c.Key = fmt.Sprint("bench-", b.N)
+	c.Key, c.PerSecond = fmt.Sprint("bench-", b.N), perSecond
 	if _, err := r.Create(ctx, c); err != nil {
 		b.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var peak uint64
 	stop := make(chan struct{})
 	go func() {
@@ -60,13 +72,33 @@ func BenchmarkFanOut(b *testing.B) {
 	}()
 	b.ResetTimer()
 	start := time.Now()
-	if err := r.Run(ctx, c.Key); err != nil {
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(ctx, c.Key) }()
+	var staged time.Duration
+	for staged == 0 {
+		select {
+		case err := <-ran:
+			b.Fatal("Run returned before the audience was staged: ", err)
+		case <-time.After(2 * time.Millisecond):
+		}
+		if st, err := r.Status(ctx, c.Key); err == nil && st.FanoutDone {
+			staged = time.Since(start)
+		}
+	}
+	if perSecond < 1e6 {
+		b.StopTimer()
+		cancel()
+		<-ran
+	} else if err := <-ran; err != nil {
 		b.Fatal(err)
 	}
 	el := time.Since(start)
 	b.StopTimer()
 	close(stop)
-	b.ReportMetric(float64(b.N)/el.Seconds(), "recipients/s")
+	b.ReportMetric(float64(b.N)/staged.Seconds(), "staged/s")
+	if perSecond >= 1e6 {
+		b.ReportMetric(float64(b.N)/el.Seconds(), "recipients/s")
+	}
 	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
 	if hwm := peakRSS(); hwm > 0 {
 		b.ReportMetric(hwm, "peak-RSS-MB")

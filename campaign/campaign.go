@@ -54,11 +54,11 @@ var (
 // content uses.
 type Recipient struct {
 	User     string
-	TimeZone string
-	Token    string // push token or Web Push subscription
-	Email    string
-	Phone    string
-	Vars     map[string]string
+	TimeZone string            `json:",omitempty"`
+	Token    string            `json:",omitempty"` // push token or Web Push subscription
+	Email    string            `json:",omitempty"`
+	Phone    string            `json:",omitempty"`
+	Vars     map[string]string `json:",omitempty"`
 }
 
 // Content is a campaign's message per channel. Text fields may use
@@ -106,7 +106,7 @@ type State = checkpoint.State
 const (
 	Running   State = "running"
 	Paused    State = "paused"
-	Cancelled State = "cancelled"
+	Cancelled State = checkpoint.Cancelled
 	Done      State = "done" // every recipient's messages enqueued
 )
 
@@ -123,6 +123,12 @@ type Status struct {
 	Recipients, Enqueued, Invalid int
 	FanoutDone                    bool
 	Created                       time.Time
+	// Staged is how many messages were read, checked and stored to be
+	// sent; Drained how many of them the campaign's rate has let into
+	// the queue (enqueued, or found there already); Cancelled how many
+	// were dropped unsent when the campaign was cancelled. Staged −
+	// Drained − Cancelled wait for their turn.
+	Staged, Drained, Cancelled int
 }
 
 // Iterator lists an audience page by page. Next returns the recipients

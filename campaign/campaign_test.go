@@ -219,7 +219,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	require.NoError(t, f.r.Pause(ctx, c.Key))
 	require.ErrorIs(t, <-done, campaign.ErrStopped)
 	paused, _ := f.r.Status(ctx, c.Key)
-	require.Less(t, paused.Recipients, 1000)
+	require.Less(t, paused.Enqueued, 1000)
 	require.NoError(t, f.r.Resume(ctx, c.Key))
 	require.NoError(t, f.r.Run(ctx, c.Key))
 	st, _ := f.r.Status(ctx, c.Key)
@@ -337,6 +337,38 @@ func TestStoredAudience(t *testing.T) {
 	kit.RequireNotSent(t, "spring-sale/vip-0003/push")
 }
 
+// The audience is staged ahead of the rate (read, checked and stored as
+// pages), and drained at it; a cancel drops what is staged and not yet
+// drained, counted, and nothing of it reaches the queue after.
+func TestStagedAheadOfTheRateAndCancelDropsTheRest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{2000}})
+	ctx := context.Background()
+	c := spring("all")
+	c.Content.Email = nil
+	c.PerSecond = 1000 // two seconds to drain
+	_, err := f.r.Create(ctx, c)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- f.r.Run(ctx, c.Key) }()
+	require.Eventually(t, func() bool { st, _ := f.r.Status(ctx, c.Key); return st.FanoutDone }, 5*time.Second, time.Millisecond)
+	st, _ := f.r.Status(ctx, c.Key)
+	require.Equal(t, 2000, st.Staged, "the whole audience staged")
+	require.Less(t, st.Drained, 1500, "while the rate still holds most of it back")
+	require.NoError(t, f.r.Cancel(ctx, c.Key))
+	require.ErrorIs(t, <-done, campaign.ErrStopped)
+	st, _ = f.r.Status(ctx, c.Key)
+	require.Positive(t, st.Cancelled)
+	require.Equal(t, st.Staged, st.Drained+st.Cancelled, "every staged message drained or cancelled: %+v", st)
+	pages, err := f.db.Checkpoints().Pages(ctx, c.Key, 0, 100)
+	require.NoError(t, err)
+	require.Empty(t, pages)
+	jobs, err := f.db.Retry().List(ctx, retry.Filter{})
+	require.NoError(t, err)
+	require.Len(t, jobs, st.Enqueued, "the queue holds what was drained, nothing after the cancel")
+	require.ErrorIs(t, f.r.Run(ctx, c.Key), campaign.ErrStopped)
+}
+
 // A workspace-wide marketing limit is shared FIFO: the older campaign
 // drains first, the younger waits behind it.
 func TestTheMarketingLimitIsSharedFIFO(t *testing.T) {
@@ -359,13 +391,13 @@ func TestTheMarketingLimitIsSharedFIFO(t *testing.T) {
 	require.NoError(t, err)
 	olderDone := make(chan error, 1)
 	go func() { olderDone <- r.Run(ctx, "older") }()
-	require.Eventually(t, func() bool { st, _ := r.Status(ctx, "older"); return st.Recipients > 0 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { st, _ := r.Status(ctx, "older"); return st.Enqueued > 0 }, 5*time.Second, time.Millisecond)
 	youngerDone := make(chan error, 1)
 	go func() { youngerDone <- r.Run(ctx, "younger") }() // arrives while the older drains
 	require.NoError(t, <-olderDone)
 	st, _ := r.Status(ctx, "younger")
-	t.Logf("when the older campaign finished, the younger had read %d of 1000", st.Recipients)
-	require.Less(t, st.Recipients, 500, "the younger campaign waited behind the older one")
+	t.Logf("when the older campaign finished, the younger had enqueued %d of 1000", st.Enqueued)
+	require.Less(t, st.Enqueued, 500, "the younger campaign waited behind the older one")
 	require.NoError(t, <-youngerDone)
 }
 
@@ -394,6 +426,6 @@ func TestTheMarketingLimitLeavesTheRestToYoungerCampaigns(t *testing.T) {
 	go func() { slowDone <- r.Run(ctx, "slow") }()
 	require.NoError(t, r.Run(ctx, "fast"))
 	st, _ := r.Status(ctx, "slow")
-	require.Less(t, st.Recipients, 1000, "the younger campaign finished while the older one was still pacing itself")
+	require.Less(t, st.Enqueued, 1000, "the younger campaign finished while the older one was still pacing itself")
 	require.NoError(t, <-slowDone)
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	htmltemplate "html/template"
 	"log/slog"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +22,6 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/checkpoint"
-	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/tracking"
 )
 
@@ -122,7 +123,7 @@ func (r *Runner) Create(ctx context.Context, c Campaign) (Status, error) {
 
 func status(rec checkpoint.Record) (Status, error) {
 	st := Status{State: rec.State, Cursor: rec.Cursor, Recipients: rec.Recipients, Enqueued: rec.Enqueued,
-		Invalid: rec.Invalid, FanoutDone: rec.Done, Created: rec.Created}
+		Invalid: rec.Invalid, FanoutDone: rec.Done, Created: rec.Created, Staged: rec.Staged, Drained: rec.Drained, Cancelled: rec.Cancelled}
 	if err := json.Unmarshal(rec.Spec, &st.Campaign); err != nil {
 		return Status{}, fmt.Errorf("campaign %s: stored campaign does not decode: %w", rec.Key, err)
 	}
@@ -203,10 +204,21 @@ func (r *Runner) Eligible(ctx context.Context, m *herald.Message) (bool, string)
 	return true, ""
 }
 
-// Run fans the campaign out from its cursor until the audience ends (the
-// campaign is then Done), it is paused or cancelled (ErrStopped), or ctx
-// ends. It is safe to call again after a crash: it resumes from the last
-// checkpoint. One Run per campaign at a time.
+// Run fans the campaign out from its cursor and drains it into the queue
+// until every message is enqueued (the campaign is then Done), it is
+// paused or cancelled (ErrStopped), or ctx ends. It is safe to call
+// again after a crash: it resumes from the last checkpoint. One Run per
+// campaign at a time.
+//
+// The fan-out has two halves that run side by side. The stage reads the
+// audience from its cursor as fast as the store takes it: each page's
+// messages are built, checked at the door and stored as one row (a
+// staged page) in the same write as the cursor after it. The drain takes
+// the staged pages in order at the campaign's rate, each part of a page
+// enqueued in the same write as the page's offset after it. Each write
+// is exactly once, so a crash anywhere resumes with no recipient skipped
+// and none enqueued twice; the queue holds only what the rate let
+// through, and the audience is captured at the speed of reading it.
 func (r *Runner) Run(ctx context.Context, key string) error {
 	st, err := r.Status(ctx, key)
 	if err != nil {
@@ -231,18 +243,66 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		place = r.line.join(st.Created)
 		defer r.line.leave(place)
 	}
-	// Pages are pipelined: while one page's write is in the store's
-	// writer, the next is read, rendered, validated and encoded; its write
-	// waits for the one before it (and is never made if that one failed),
-	// so checkpoints still land in order and a crash resumes at the last
-	// one. A pause or cancel is seen one page later.
+	switch st.State {
+	case Paused, Cancelled:
+		return ErrStopped
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	staged := make(chan struct{}, 1) // a page was staged
+	stageOver := make(chan struct{})
+	var stageErr error
+	go func() {
+		defer close(stageOver)
+		if !st.FanoutDone {
+			stageErr = r.stage(ctx, key, st, it, tpl, staged)
+		}
+	}()
+	err = r.drain(ctx, key, c, tpl, lim, place, staged, stageOver, &stageErr)
+	cancel()
+	<-stageOver
+	if err == nil {
+		err = stageErr
+	}
+	if err != nil {
+		return err
+	}
+	if st, err = r.Status(context.WithoutCancel(ctx), key); err != nil {
+		return err
+	}
+	switch {
+	case st.State == Done:
+		return nil
+	case st.State != Running:
+		return ErrStopped
+	case !st.FanoutDone:
+		return fmt.Errorf("campaign %s: the fan-out stopped before the audience's end", key)
+	}
+	return r.cfg.Store.SetState(context.WithoutCancel(ctx), key, Done)
+}
+
+// stateEvery is how often a fan-out reads its campaign's state again
+// (to see a pause or cancel): a read per page would cost the stage a
+// fifth of its speed.
+const stateEvery = 50 * time.Millisecond
+
+// stage reads the audience from the campaign's cursor to its end, a page
+// at a time, storing each page's checked messages with the cursor after
+// it, and signals staged after each. It stops (ErrStopped) when the
+// campaign is paused or cancelled (seen within stateEvery). Pages are pipelined: while one page's
+// write is in the store's writer, the next is read, rendered, checked
+// and encoded; its write waits for the one before (and is not made if
+// that one failed), so the cursor moves in order.
+func (r *Runner) stage(ctx context.Context, key string, st Status, it Iterator, tpl *templates, staged chan<- struct{}) error {
+	c := &st.Campaign
 	var inFlight *pageWrite
+	read := time.Now() // when st was read
 	defer func() {
 		if inFlight != nil {
 			<-inFlight.done
 		}
 	}()
-	settle := func() error { // waits for the page in flight and reads the status it left
+	settle := func() error { // waits for the page in flight and reads the state it left
 		w := inFlight
 		if w == nil {
 			return nil
@@ -255,14 +315,21 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		if w.invalid > 0 {
 			r.cfg.Logger.Warn("campaign: recipients refused at the door", "campaign", key, "count", w.invalid)
 		}
+		select {
+		case staged <- struct{}{}:
+		default:
+		}
+		if time.Since(read) < stateEvery {
+			return nil
+		}
 		var err error
 		st, err = r.Status(ctx, key)
+		read = time.Now()
 		return err
 	}
 	cursor, end := st.Cursor, st.FanoutDone
 	for !end {
-		switch st.State {
-		case Paused, Cancelled:
+		if st.State != Running {
 			if err := settle(); err != nil {
 				return err
 			}
@@ -272,22 +339,21 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		if err != nil {
 			return fmt.Errorf("campaign %s: audience: %w", key, err)
 		}
-		msgs := make([]herald.Message, 0, len(rs))
-		for i := range rs {
-			msgs = append(msgs, tpl.messages(c, &rs[i])...)
+		data, count, invalid, err := r.encodePage(c, tpl, rs)
+		if err != nil {
+			return fmt.Errorf("campaign %s: %w", key, err)
 		}
-		if err := r.paceOwn(ctx, lim, len(msgs), place); err != nil {
-			return err
-		}
-		if place != nil {
-			if err := r.line.take(ctx, place, r.marketing, len(msgs)); err != nil {
-				return err
-			}
-		}
-		w := &pageWrite{done: make(chan struct{}), after: inFlight}
+		w := &pageWrite{done: make(chan struct{}), after: inFlight, invalid: invalid}
 		go func() {
 			defer close(w.done)
-			w.invalid, w.err = r.enqueue(ctx, key, next, len(rs), msgs, w.after)
+			if a := w.after; a != nil {
+				<-a.done
+				if a.err != nil {
+					w.err = errPageBefore
+					return
+				}
+			}
+			w.err = r.cfg.Store.Stage(ctx, key, next, len(rs), invalid, next == "", data, count)
 		}()
 		if err := settle(); err != nil {
 			<-w.done
@@ -296,16 +362,203 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		inFlight = w
 		cursor, end = next, next == ""
 	}
-	if err := settle(); err != nil {
-		return err
+	return settle()
+}
+
+// stagedMessage is one message of a staged page: the recipient it is for
+// and its channel. The message itself is built again from the campaign
+// when it is drained: the same recipient builds the same message (its
+// rendering, keys and local send time depend on nothing else), and a
+// recipient is a tenth of its message's size.
+type stagedMessage struct {
+	Channel   herald.Channel `json:"c"`
+	Recipient Recipient      `json:"r"`
+}
+
+// encodePage builds the recipients' messages, checks each at the door
+// and encodes those it takes (as stagedMessages, a JSON array); the
+// refused ones (a malformed address) are counted, not stored. A large
+// page is built in parts, one per core, joined in order.
+func (r *Runner) encodePage(c *Campaign, tpl *templates, rs []Recipient) (data []byte, count, invalid int, err error) {
+	parts := min(runtime.GOMAXPROCS(0), 4, max(len(rs)/64, 1))
+	type part struct {
+		b              []byte
+		count, invalid int
+		err            error
 	}
-	if st.State == Running {
-		return r.cfg.Store.SetState(ctx, key, Done)
+	out := make([]part, parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := &out[i]
+			p.b = make([]byte, 0, 64+len(rs)/parts*128)
+			for j := i * len(rs) / parts; j < (i+1)*len(rs)/parts; j++ {
+				var rj []byte
+				for _, m := range tpl.messages(c, &rs[j]) {
+					err := r.cfg.Dispatcher.Check(&m)
+					var fe *herald.FieldError
+					if errors.As(err, &fe) {
+						p.invalid++
+						continue
+					}
+					if err == nil && rj == nil {
+						rj, err = json.Marshal(&rs[j])
+					}
+					if err != nil {
+						p.err = err
+						return
+					}
+					p.b = append(append(append(append(append(p.b, `,{"c":"`...), m.Channel()...), `","r":`...), rj...), '}')
+					p.count++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	size := 2
+	for _, p := range out {
+		if p.err != nil {
+			return nil, 0, 0, p.err
+		}
+		size += len(p.b)
+		count += p.count
+		invalid += p.invalid
+	}
+	data = make([]byte, 0, size)
+	for _, p := range out {
+		data = append(data, p.b...)
+	}
+	if len(data) == 0 {
+		return []byte("[]"), 0, invalid, nil
+	}
+	data[0] = '[' // the first part's leading comma
+	return append(data, ']'), count, invalid, nil
+}
+
+// decodePage builds a staged page's messages again.
+func decodePage(c *Campaign, tpl *templates, p checkpoint.Page) ([]herald.Message, error) {
+	var items []stagedMessage
+	if err := json.Unmarshal(p.Data, &items); err != nil {
+		return nil, err
+	}
+	if len(items) != p.Count {
+		return nil, fmt.Errorf("%d messages, want %d", len(items), p.Count)
+	}
+	msgs := make([]herald.Message, 0, len(items))
+	for i := range items {
+		n := len(msgs)
+		for _, m := range tpl.messages(c, &items[i].Recipient) {
+			if m.Channel() == items[i].Channel {
+				msgs = append(msgs, m)
+				break
+			}
+		}
+		if len(msgs) == n {
+			return nil, fmt.Errorf("recipient %d builds no %s message", i, items[i].Channel)
+		}
+	}
+	return msgs, nil
+}
+
+// drain enqueues the staged pages in order at the campaign's rate (and
+// the marketing limit's), until the stage is over and no page is left,
+// or the campaign is paused or cancelled (ErrStopped).
+func (r *Runner) drain(ctx context.Context, key string, c *Campaign, tpl *templates, lim *rate.Limiter, place *member, staged, stageOver <-chan struct{}, stageErr *error) error {
+	var after int64
+	over := false // the stage is over: the pages left are all there will be
+	for {
+		ps, err := r.cfg.Store.Pages(ctx, key, after, 4)
+		if err != nil {
+			return err
+		}
+		if len(ps) == 0 {
+			if over {
+				return nil
+			}
+			select {
+			case <-staged:
+			case <-stageOver:
+				over = true
+				if *stageErr != nil {
+					return *stageErr
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		for _, p := range ps {
+			if err := r.drainPage(ctx, key, c, tpl, p, lim, place); err != nil {
+				return err
+			}
+			after = p.Seq
+		}
+	}
+}
+
+// drainPage enqueues what is left of a staged page, a burst at a time,
+// each part in the same write as the page's offset after it. A message
+// the door now refuses (the Dispatcher's limits changed since it was
+// staged) is left out and counted.
+func (r *Runner) drainPage(ctx context.Context, key string, c *Campaign, tpl *templates, p checkpoint.Page, lim *rate.Limiter, place *member) error {
+	msgs, err := decodePage(c, tpl, p)
+	if err != nil {
+		return fmt.Errorf("campaign %s: staged page %d: %w", key, p.Seq, err)
+	}
+	for off := p.Offset; off < len(msgs); {
+		st, err := r.Status(ctx, key)
+		if err != nil {
+			return err
+		}
+		if st.State != Running {
+			return ErrStopped
+		}
+		n := min(len(msgs)-off, lim.Burst())
+		if err := r.paceOwn(ctx, lim, n, place); err != nil {
+			return err
+		}
+		if place != nil {
+			if err := r.line.take(ctx, place, r.marketing, n); err != nil {
+				return err
+			}
+		}
+		part := slices.Clone(msgs[off : off+n])
+		off += n
+		invalid := 0
+		for {
+			var err error
+			if len(part) == 0 { // every one refused: the offset still moves
+				_, err = r.cfg.Store.Drain(key, p.Seq, off, invalid).Enqueue(ctx, nil, time.Time{})
+			} else {
+				_, err = r.cfg.Dispatcher.SendTx(ctx, r.cfg.Store.Drain(key, p.Seq, off, invalid), part...)
+			}
+			var fe *herald.FieldError
+			if errors.Is(err, checkpoint.ErrNotFound) { // the page was dropped: the campaign was cancelled
+				return ErrStopped
+			}
+			if err == nil || !errors.As(err, &fe) {
+				if err != nil {
+					return err
+				}
+				break
+			}
+			i := batchIndex(fe.Field)
+			if i < 0 || i >= len(part) {
+				if len(part) != 1 {
+					return err
+				}
+				i = 0
+			}
+			part = append(part[:i], part[i+1:]...)
+			invalid++
+		}
 	}
 	return nil
 }
 
-// pageWrite is a page on its way into the store.
+// pageWrite is a staged page on its way into the store.
 type pageWrite struct {
 	done    chan struct{} // closed when the write is over
 	after   *pageWrite    // the page before it, whose write must land first
@@ -316,60 +569,6 @@ type pageWrite struct {
 // errPageBefore: a page's write was not made because the page before it
 // failed (its error is the one Run returns).
 var errPageBefore = errors.New("campaign: the page before failed")
-
-// inOrder wraps a page's checkpoint so its write waits for the page
-// before it, and is not made if that one failed.
-func inOrder(e retry.Enqueuer, after *pageWrite) retry.Enqueuer {
-	if after == nil {
-		return e
-	}
-	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-		select {
-		case <-after.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if after.err != nil {
-			return nil, errPageBefore
-		}
-		return e.Enqueue(ctx, jobs, since)
-	})
-}
-
-// enqueue makes a page's messages durable with the cursor after it, in
-// one write (after the write of the page before it, if any). A message
-// the door refuses (a malformed address) is left out and counted; the
-// rest go.
-func (r *Runner) enqueue(ctx context.Context, key, next string, recipients int, msgs []herald.Message, after *pageWrite) (int, error) {
-	invalid := 0
-	if len(msgs) == 0 { // a page without addresses: the checkpoint still moves
-		_, err := inOrder(r.cfg.Store.Checkpoint(key, next, recipients, 0, next == ""), after).Enqueue(ctx, nil, time.Time{})
-		return 0, err
-	}
-	for {
-		e := inOrder(r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == ""), after)
-		_, err := r.cfg.Dispatcher.SendTx(ctx, e, msgs...)
-		var fe *herald.FieldError
-		if err == nil || !errors.As(err, &fe) {
-			return invalid, err
-		}
-		i := batchIndex(fe.Field)
-		if i < 0 || i >= len(msgs) {
-			if len(msgs) != 1 {
-				return invalid, err
-			}
-			i = 0
-		}
-		msgs = append(msgs[:i], msgs[i+1:]...)
-		invalid++
-		if len(msgs) == 0 {
-			// Nothing left to enqueue: the checkpoint still moves.
-			e := inOrder(r.cfg.Store.Checkpoint(key, next, recipients, invalid, next == ""), after)
-			_, err := e.Enqueue(ctx, nil, time.Time{})
-			return invalid, err
-		}
-	}
-}
 
 // batchIndex reads i from a FieldError's "[i].Field".
 func batchIndex(field string) int {
@@ -562,9 +761,9 @@ type Progress struct {
 	Complete bool
 	// Size is the audience's size, when its Iterator knows it.
 	Size int
-	// Rate is recipients read per second since the campaign was created;
-	// ExpectedFinish when the fan-out should end at that rate (zero when
-	// unknown or done).
+	// Rate is messages drained into the queue per second since the
+	// campaign was created; ExpectedFinish when the last should be at
+	// that rate (zero when unknown, stopped or done).
 	Rate           float64
 	ExpectedFinish time.Time
 }
@@ -589,10 +788,16 @@ func (r *Runner) Progress(ctx context.Context, key string, outbox *tracking.Outb
 		p.Size, _ = sz.Size(ctx)
 	}
 	if el := now.Sub(st.Created).Seconds(); el > 0 {
-		p.Rate = float64(st.Recipients) / el
+		p.Rate = float64(st.Drained) / el
 	}
-	if !st.FanoutDone && p.Size > 0 && p.Rate > 0 {
-		p.ExpectedFinish = now.Add(time.Duration(float64(p.Size-st.Recipients) / p.Rate * float64(time.Second)))
+	// Left: what is staged and waits, and, while the audience is read,
+	// its unread part at the messages per recipient so far.
+	left := float64(st.Staged - st.Drained - st.Cancelled)
+	if !st.FanoutDone && p.Size > st.Recipients && st.Recipients > 0 {
+		left += float64(p.Size-st.Recipients) * float64(st.Staged) / float64(st.Recipients)
+	}
+	if st.State == Running && left > 0 && p.Rate > 0 {
+		p.ExpectedFinish = now.Add(time.Duration(left / p.Rate * float64(time.Second)))
 	}
 	return p, nil
 }

@@ -40,7 +40,24 @@ type Record struct {
 	Recipients, Enqueued, Invalid int
 	Done                          bool
 	Created                       time.Time
+	// Staged items were stored in pages (Stage), Drained of them taken
+	// into the queue (Drain: enqueued, duplicates or refused at the door),
+	// Cancelled dropped with their pages when the fan-out was cancelled;
+	// Pages is the Seq of the last page staged.
+	Staged, Drained, Cancelled int
+	Pages                      int64
 }
+
+// Page is a staged part of a fan-out: Count items its owner encoded in
+// Data, of which the first Offset are drained into the queue.
+type Page struct {
+	Seq           int64
+	Data          []byte
+	Count, Offset int
+}
+
+// Cancelled is the state whose SetState drops the staged pages.
+const Cancelled State = "cancelled"
 
 // Store keeps fan-out records. All methods are safe for concurrent use.
 type Store interface {
@@ -49,7 +66,9 @@ type Store interface {
 	Create(ctx context.Context, r Record) (Record, bool, error)
 	// Get returns the record, or ErrNotFound.
 	Get(ctx context.Context, key string) (Record, error)
-	// SetState moves the record to state.
+	// SetState moves the record to state. Moving it to Cancelled drops
+	// its staged pages in the same write, adding what they had not
+	// drained to Cancelled.
 	SetState(ctx context.Context, key string, state State) error
 	// Checkpoint returns an Enqueuer whose Enqueue makes its jobs durable
 	// and, in the same write, moves the record to cursor, adding
@@ -57,6 +76,21 @@ type Store interface {
 	// counts and marking it done when done. An Enqueue with no jobs only
 	// moves the record.
 	Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer
+	// Stage stores data, count items encoded by the owner, as the
+	// fan-out's next page (Seq one past the last) and, in the same write,
+	// moves the record to cursor, adding recipients, invalid and count to
+	// its counts and marking it done when done. A count of 0 stores no
+	// page: the record still moves.
+	Stage(ctx context.Context, key, cursor string, recipients, invalid int, done bool, data []byte, count int) error
+	// Pages returns up to limit staged pages with Seq > after, in order.
+	Pages(ctx context.Context, key string, after int64, limit int) ([]Page, error)
+	// Drain returns an Enqueuer whose Enqueue makes its jobs durable and,
+	// in the same write, moves page seq to offset (dropping it once
+	// offset reaches its Count), adding the jobs created to Enqueued, the
+	// offset's advance to Drained and invalid to Invalid. When the page
+	// is gone (drained, or the fan-out cancelled) or already past offset
+	// it fails with ErrNotFound and stores nothing.
+	Drain(key string, seq int64, offset, invalid int) retry.Enqueuer
 	Close() error
 }
 
@@ -81,6 +115,7 @@ type MemoryStore struct {
 	mu     sync.Mutex
 	closed bool
 	byKey  map[string]Record
+	pages  map[string][]Page // by key, in Seq order
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -88,7 +123,7 @@ var _ Store = (*MemoryStore)(nil)
 // NewMemoryStore returns a store whose checkpoints enqueue through queue
 // (the Dispatcher's store: retry.NewMemoryStore in tests).
 func NewMemoryStore(queue retry.Enqueuer) *MemoryStore {
-	return &MemoryStore{queue: queue, byKey: map[string]Record{}}
+	return &MemoryStore{queue: queue, byKey: map[string]Record{}, pages: map[string][]Page{}}
 }
 
 // Create implements Store.
@@ -129,8 +164,96 @@ func (s *MemoryStore) SetState(_ context.Context, key string, state State) error
 		return ErrNotFound
 	}
 	r.State = state
+	if state == Cancelled {
+		for _, p := range s.pages[key] {
+			r.Cancelled += p.Count - p.Offset
+		}
+		delete(s.pages, key)
+	}
 	s.byKey[key] = r
 	return nil
+}
+
+// Stage implements Store.
+func (s *MemoryStore) Stage(_ context.Context, key, cursor string, recipients, invalid int, done bool, data []byte, count int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	r, ok := s.byKey[key]
+	if !ok {
+		return ErrNotFound
+	}
+	if count > 0 {
+		r.Pages++
+		r.Staged += count
+		s.pages[key] = append(s.pages[key], Page{Seq: r.Pages, Data: append([]byte(nil), data...), Count: count})
+	}
+	r.Cursor, r.Done = cursor, r.Done || done
+	r.Recipients += recipients
+	r.Invalid += invalid
+	s.byKey[key] = r
+	return nil
+}
+
+// Pages implements Store.
+func (s *MemoryStore) Pages(_ context.Context, key string, after int64, limit int) ([]Page, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	var out []Page
+	for _, p := range s.pages[key] {
+		if p.Seq > after && len(out) < limit {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Drain implements Store. Like Checkpoint, it enqueues first and moves
+// the page after.
+func (s *MemoryStore) Drain(key string, seq int64, offset, invalid int) retry.Enqueuer {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		find := func() (int, error) {
+			for i, p := range s.pages[key] {
+				if p.Seq == seq && offset > p.Offset && offset <= p.Count {
+					return i, nil
+				}
+			}
+			return 0, ErrNotFound
+		}
+		s.mu.Lock()
+		_, err := find()
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		var res []retry.EnqueueResult
+		if len(jobs) > 0 {
+			if res, err = s.queue.Enqueue(ctx, jobs, since); err != nil {
+				return nil, err
+			}
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		i, err := find()
+		if err != nil {
+			return nil, err
+		}
+		ps := s.pages[key]
+		r := s.byKey[key]
+		r.Drained += offset - ps[i].Offset
+		r.Enqueued += Created(res)
+		r.Invalid += invalid
+		s.byKey[key] = r
+		if ps[i].Offset = offset; offset == ps[i].Count {
+			s.pages[key] = append(ps[:i:i], ps[i+1:]...)
+		}
+		return res, nil
+	})
 }
 
 // Checkpoint implements Store.

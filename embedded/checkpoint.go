@@ -22,14 +22,15 @@ var _ checkpoint.Store = (*checkpointStore)(nil)
 // durable write.
 func (db *DB) Checkpoints() checkpoint.Store { return &checkpointStore{db: db} }
 
-const checkpointCols = `key, spec, state, cursor, recipients, enqueued, invalid, done, created`
+const checkpointCols = `key, spec, state, cursor, recipients, enqueued, invalid, done, created, staged, drained, cancelled, pages`
 
 func scanCheckpoint(r scanner) (checkpoint.Record, error) {
 	var rec checkpoint.Record
 	var state string
 	var done int
 	var created int64
-	if err := r.Scan(&rec.Key, &rec.Spec, &state, &rec.Cursor, &rec.Recipients, &rec.Enqueued, &rec.Invalid, &done, &created); err != nil {
+	if err := r.Scan(&rec.Key, &rec.Spec, &state, &rec.Cursor, &rec.Recipients, &rec.Enqueued, &rec.Invalid, &done, &created,
+		&rec.Staged, &rec.Drained, &rec.Cancelled, &rec.Pages); err != nil {
 		return checkpoint.Record{}, err
 	}
 	rec.State, rec.Done, rec.Created = checkpoint.State(state), done == 1, fromNanos(created)
@@ -40,7 +41,7 @@ func scanCheckpoint(r scanner) (checkpoint.Record, error) {
 func (s *checkpointStore) Create(ctx context.Context, r checkpoint.Record) (checkpoint.Record, bool, error) {
 	created := false
 	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		res, err := c.ExecContext(ctx, `INSERT OR IGNORE INTO checkpoints (`+checkpointCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		res, err := c.ExecContext(ctx, `INSERT OR IGNORE INTO checkpoints (`+checkpointCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0)`,
 			r.Key, r.Spec, string(r.State), r.Cursor, r.Recipients, r.Enqueued, r.Invalid, b2i(r.Done), nanos(r.Created))
 		if err != nil {
 			return err
@@ -78,8 +79,92 @@ func (s *checkpointStore) SetState(ctx context.Context, key string, state checkp
 		if n, _ := res.RowsAffected(); n == 0 {
 			return checkpoint.ErrNotFound
 		}
-		return nil
+		if state != checkpoint.Cancelled {
+			return nil
+		}
+		if _, err := c.ExecContext(ctx, `UPDATE checkpoints SET cancelled = cancelled +
+			(SELECT coalesce(sum(count - off), 0) FROM checkpoint_pages WHERE key = ?1) WHERE key = ?1`, key); err != nil {
+			return err
+		}
+		_, err = c.ExecContext(ctx, `DELETE FROM checkpoint_pages WHERE key = ?`, key)
+		return err
 	}, nil)
+}
+
+// Stage implements checkpoint.Store: the page and the record's move are
+// one write of the group commit.
+func (s *checkpointStore) Stage(ctx context.Context, key, cursor string, recipients, invalid int, done bool, data []byte, count int) error {
+	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+		var seq int64
+		err := c.QueryRowContext(ctx, `UPDATE checkpoints SET cursor = ?, recipients = recipients + ?, invalid = invalid + ?,
+			done = max(done, ?), staged = staged + ?, pages = pages + ? WHERE key = ? RETURNING pages`,
+			cursor, recipients, invalid, b2i(done), count, b2i(count > 0), key).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return checkpoint.ErrNotFound
+		}
+		if err != nil || count == 0 {
+			return err
+		}
+		_, err = c.ExecContext(ctx, `INSERT INTO checkpoint_pages (key, seq, count, off, data) VALUES (?, ?, ?, 0, ?)`, key, seq, count, data)
+		return err
+	}, nil)
+}
+
+// Pages implements checkpoint.Store.
+func (s *checkpointStore) Pages(ctx context.Context, key string, after int64, limit int) ([]checkpoint.Page, error) {
+	if s.db.isClosed() {
+		return nil, errStoreClosed
+	}
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT seq, count, off, data FROM checkpoint_pages WHERE key = ? AND seq > ? ORDER BY seq LIMIT ?`, key, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []checkpoint.Page
+	for rows.Next() {
+		var p checkpoint.Page
+		if err := rows.Scan(&p.Seq, &p.Count, &p.Offset, &p.Data); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// Drain implements checkpoint.Store: the jobs and the page's move are one
+// write of the group commit.
+func (s *checkpointStore) Drain(key string, seq int64, offset, invalid int) retry.Enqueuer {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		var res []retry.EnqueueResult
+		err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+			var count, off int
+			err := c.QueryRowContext(ctx, `SELECT count, off FROM checkpoint_pages WHERE key = ? AND seq = ?`, key, seq).Scan(&count, &off)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && (offset <= off || offset > count) {
+				return checkpoint.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			if res, err = s.db.retry.enqueueIn(ctx, jobs, since); err != nil {
+				return err
+			}
+			if offset == count {
+				_, err = c.ExecContext(ctx, `DELETE FROM checkpoint_pages WHERE key = ? AND seq = ?`, key, seq)
+			} else {
+				_, err = c.ExecContext(ctx, `UPDATE checkpoint_pages SET off = ? WHERE key = ? AND seq = ?`, offset, key, seq)
+			}
+			if err != nil {
+				return err
+			}
+			_, err = c.ExecContext(ctx, `UPDATE checkpoints SET enqueued = enqueued + ?, drained = drained + ?, invalid = invalid + ? WHERE key = ?`,
+				checkpoint.Created(res), offset-off, invalid, key)
+			return err
+		}, func() { s.db.retry.admit(jobs, res) })
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
+	})
 }
 
 // Checkpoint implements checkpoint.Store: the jobs and the record's move

@@ -393,6 +393,23 @@ CREATE TABLE retry_meta (
 	value INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 11: a fan-out's pages: an audience is staged a page per row as
+	// fast as it is read, and drained into the queue at the campaign's
+	// rate (a rowid table: a page is tens of kilobytes).
+	`
+ALTER TABLE checkpoints ADD COLUMN staged    INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE checkpoints ADD COLUMN drained   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE checkpoints ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE checkpoints ADD COLUMN pages     INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE checkpoint_pages (
+	key   TEXT    NOT NULL,
+	seq   INTEGER NOT NULL,
+	count INTEGER NOT NULL,
+	off   INTEGER NOT NULL,
+	data  BLOB    NOT NULL,
+	UNIQUE (key, seq)
+);
+`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

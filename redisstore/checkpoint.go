@@ -2,9 +2,12 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/retry"
@@ -58,13 +61,18 @@ func (c *Checkpoints) Get(ctx context.Context, key string) (checkpoint.Record, e
 	atoi := func(k string) int { n, _ := strconv.Atoi(m[k]); return n }
 	return checkpoint.Record{Key: key, Spec: []byte(m["spec"]), State: checkpoint.State(m["state"]), Cursor: m["cursor"],
 		Recipients: atoi("recipients"), Enqueued: atoi("enqueued"), Invalid: atoi("invalid"), Done: m["done"] == "1",
-		Created: fromUS(m["created"])}, nil
+		Created: fromUS(m["created"]), Staged: atoi("staged"), Drained: atoi("drained"), Cancelled: atoi("cancelled"),
+		Pages: int64(atoi("pages"))}, nil
 }
 
 // SetState implements checkpoint.Store.
 func (c *Checkpoints) SetState(ctx context.Context, key string, state checkpoint.State) error {
 	if err := c.s.check(ctx); err != nil {
 		return err
+	}
+	if state == checkpoint.Cancelled {
+		_, err := c.s.run(ctx, "cancel", key, string(state))
+		return notFound(err)
 	}
 	n, err := c.s.rdb.Exists(ctx, c.key(key)).Result()
 	if err != nil {
@@ -81,10 +89,65 @@ func (c *Checkpoints) SetState(ctx context.Context, key string, state checkpoint
 func (c *Checkpoints) Checkpoint(key, cursor string, recipients, invalid int, done bool) retry.Enqueuer {
 	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
 		res, err := c.s.enqueueWith(ctx, "checkpoint", jobs, since, key, cursor, recipients, invalid, b2s(done))
-		if err != nil && strings.Contains(err.Error(), "checkpoint: not found") {
-			return nil, checkpoint.ErrNotFound
+		return res, notFound(err)
+	})
+}
+
+// notFound maps the scripts' "checkpoint: not found" to ErrNotFound.
+func notFound(err error) error {
+	if err != nil && strings.Contains(err.Error(), "checkpoint: not found") {
+		return checkpoint.ErrNotFound
+	}
+	return err
+}
+
+// Stage implements checkpoint.Store: one script moves the record and
+// stores the page.
+func (c *Checkpoints) Stage(ctx context.Context, key, cursor string, recipients, invalid int, done bool, data []byte, count int) error {
+	if err := c.s.check(ctx); err != nil {
+		return err
+	}
+	_, err := c.s.run(ctx, "stage", key, cursor, recipients, invalid, b2s(done), count, string(data))
+	return notFound(err)
+}
+
+// Pages implements checkpoint.Store.
+func (c *Checkpoints) Pages(ctx context.Context, key string, after int64, limit int) ([]checkpoint.Page, error) {
+	if err := c.s.check(ctx); err != nil {
+		return nil, err
+	}
+	seqs, err := c.s.rdb.ZRangeByScore(ctx, c.s.p+"ckz:"+key, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(after, 10), Max: "+inf", Count: int64(limit)}).Result()
+	if err != nil || len(seqs) == 0 {
+		return nil, err
+	}
+	fields := make([]string, 0, 3*len(seqs))
+	for _, seq := range seqs {
+		fields = append(fields, "d"+seq, "c"+seq, "o"+seq)
+	}
+	vals, err := c.s.rdb.HMGet(ctx, c.s.p+"ckp:"+key, fields...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]checkpoint.Page, 0, len(seqs))
+	for i, seq := range seqs {
+		d, ok := vals[3*i].(string)
+		if !ok { // drained or cancelled between the two reads
+			continue
 		}
-		return res, err
+		n, _ := strconv.ParseInt(seq, 10, 64)
+		count, _ := strconv.Atoi(fmt.Sprint(vals[3*i+1]))
+		off, _ := strconv.Atoi(fmt.Sprint(vals[3*i+2]))
+		out = append(out, checkpoint.Page{Seq: n, Data: []byte(d), Count: count, Offset: off})
+	}
+	return out, nil
+}
+
+// Drain implements checkpoint.Store: one script enqueues the jobs and
+// moves the page, or does nothing when the drain is stale.
+func (c *Checkpoints) Drain(key string, seq int64, offset, invalid int) retry.Enqueuer {
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		res, err := c.s.enqueueWith(ctx, "drain", jobs, since, key, seq, offset, invalid)
+		return res, notFound(err)
 	})
 }
 

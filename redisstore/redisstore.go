@@ -151,6 +151,8 @@ var scripts = func() map[string]*redis.Script {
 	enq := strings.TrimSpace(bodies["enqueue"])
 	enq = strings.TrimSuffix(enq, "return out")
 	out["checkpoint"] = redis.NewScript(common + checkpointPrologue + enq + checkpointEpilogue)
+	// drain is enqueue with a staged page moved in the same script.
+	out["drain"] = redis.NewScript(common + drainPrologue + enq + drainEpilogue)
 	// inbox is enqueue with Inbox items written in the same script.
 	out["inbox"] = redis.NewScript(common + "local nj = tonumber(ARGV[1])\nlocal ib = 2 + nj * 14\n" + enq + inboxEpilogue)
 	return out
@@ -181,14 +183,48 @@ end
 return out
 `
 
+// A conflict (nothing of the jobs written) leaves the record as it was.
 const checkpointEpilogue = `
 local made = 0
-for _, r in ipairs(out) do if r[2] == 0 then made = made + 1 end end
+for _, r in ipairs(out) do
+  if r[2] >= 2 then return out end
+  if r[2] == 0 then made = made + 1 end
+end
 redis.call('HSET', ck, 'cursor', ARGV[cb + 1])
 redis.call('HINCRBY', ck, 'recipients', tonumber(ARGV[cb + 2]))
 redis.call('HINCRBY', ck, 'invalid', tonumber(ARGV[cb + 3]))
 redis.call('HINCRBY', ck, 'enqueued', made)
 if ARGV[cb + 4] == '1' then redis.call('HSET', ck, 'done', 1) end
+return out
+`
+
+// The drain script's extra arguments follow the jobs: record key, page
+// seq, offset, invalid. A stale drain (page gone, or already past offset)
+// is refused before any write; a conflict leaves the page as it was.
+const drainPrologue = `
+local nj = tonumber(ARGV[1])
+local cb = 2 + nj * 14
+local ck, pg = p .. 'ck:' .. ARGV[cb], p .. 'ckp:' .. ARGV[cb]
+local seq, offset = ARGV[cb + 1], tonumber(ARGV[cb + 2])
+local pc = redis.call('HMGET', pg, 'c' .. seq, 'o' .. seq)
+if not pc[1] or offset <= tonumber(pc[2]) or offset > tonumber(pc[1]) then return redis.error_reply('checkpoint: not found') end
+`
+
+const drainEpilogue = `
+local made = 0
+for _, r in ipairs(out) do
+  if r[2] >= 2 then return out end
+  if r[2] == 0 then made = made + 1 end
+end
+if offset == tonumber(pc[1]) then
+  redis.call('HDEL', pg, 'd' .. seq, 'c' .. seq, 'o' .. seq)
+  redis.call('ZREM', p .. 'ckz:' .. ARGV[cb], seq)
+else
+  redis.call('HSET', pg, 'o' .. seq, offset)
+end
+redis.call('HINCRBY', ck, 'enqueued', made)
+redis.call('HINCRBY', ck, 'drained', offset - tonumber(pc[2]))
+redis.call('HINCRBY', ck, 'invalid', tonumber(ARGV[cb + 3]))
 return out
 `
 

@@ -217,3 +217,38 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', p .. 'keytime', '-inf', '(' .. 
   redis.call('HDEL', p .. 'keys', key)
 end
 return n
+
+--@@ stage
+-- ARGV: key cursor recipients invalid done count data. A fan-out's record
+-- moves and its page (when count > 0) is stored as the next Seq: the
+-- page's data, count and offset in {p}ckp:<key>, its Seq in {p}ckz:<key>.
+local ck = p .. 'ck:' .. ARGV[1]
+if redis.call('EXISTS', ck) == 0 then return redis.error_reply('checkpoint: not found') end
+redis.call('HSET', ck, 'cursor', ARGV[2])
+redis.call('HINCRBY', ck, 'recipients', tonumber(ARGV[3]))
+redis.call('HINCRBY', ck, 'invalid', tonumber(ARGV[4]))
+if ARGV[5] == '1' then redis.call('HSET', ck, 'done', 1) end
+local n = tonumber(ARGV[6])
+if n > 0 then
+  redis.call('HINCRBY', ck, 'staged', n)
+  local seq = redis.call('HINCRBY', ck, 'pages', 1)
+  redis.call('HSET', p .. 'ckp:' .. ARGV[1], 'd' .. seq, ARGV[7], 'c' .. seq, n, 'o' .. seq, 0)
+  redis.call('ZADD', p .. 'ckz:' .. ARGV[1], seq, seq)
+end
+return 1
+
+--@@ cancel
+-- ARGV: key state. The record moves to state; its pages are dropped and
+-- what they had not drained counted as cancelled.
+local ck = p .. 'ck:' .. ARGV[1]
+if redis.call('EXISTS', ck) == 0 then return redis.error_reply('checkpoint: not found') end
+redis.call('HSET', ck, 'state', ARGV[2])
+local pg, z = p .. 'ckp:' .. ARGV[1], p .. 'ckz:' .. ARGV[1]
+local left = 0
+for _, seq in ipairs(redis.call('ZRANGE', z, 0, -1)) do
+  local pc = redis.call('HMGET', pg, 'c' .. seq, 'o' .. seq)
+  left = left + tonumber(pc[1]) - tonumber(pc[2])
+end
+redis.call('DEL', pg, z)
+redis.call('HINCRBY', ck, 'cancelled', left)
+return 1

@@ -31,6 +31,8 @@ func Run(t *testing.T, open Open) {
 		{"CheckpointMovesWithItsJobs", testCheckpoint},
 		{"UnknownKeyStoresNothing", testUnknown},
 		{"States", testStates},
+		{"PagesStageAndDrainWithTheirJobs", testPages},
+		{"CancelDropsPages", testCancelPages},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -120,5 +122,122 @@ func testStates(t *testing.T, s checkpoint.Store, _ retry.Store) {
 	}
 	if err := s.SetState(ctx, "nope", "paused"); !errors.Is(err, checkpoint.ErrNotFound) {
 		t.Fatalf("SetState unknown: %v", err)
+	}
+}
+
+func stage(t *testing.T, s checkpoint.Store, key, cursor string, recipients int, done bool, data string, count int) {
+	t.Helper()
+	if err := s.Stage(ctx, key, cursor, recipients, 0, done, []byte(data), count); err != nil {
+		t.Fatalf("Stage %s: %v", cursor, err)
+	}
+}
+
+func pages(t *testing.T, s checkpoint.Store, key string, after int64, limit int) []checkpoint.Page {
+	t.Helper()
+	ps, err := s.Pages(ctx, key, after, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+// testPages: pages are staged in order with the cursor, read back
+// after a Seq, and drained with their jobs in one write; a drain that is
+// stale (the page gone or already past it) stores nothing.
+func testPages(t *testing.T, s checkpoint.Store, q retry.Store) {
+	if _, _, err := s.Create(ctx, rec("c1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stage(ctx, "ghost", "x", 1, 0, false, []byte("p"), 1); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Fatalf("Stage of an unknown key: %v", err)
+	}
+	stage(t, s, "c1", "after-1", 3, false, "page one", 3)
+	if err := s.Stage(ctx, "c1", "after-2", 2, 2, false, nil, 0); err != nil { // every recipient refused: no page
+		t.Fatal(err)
+	}
+	stage(t, s, "c1", "", 2, true, "page two", 2)
+	got, _ := s.Get(ctx, "c1")
+	if got.Cursor != "" || !got.Done || got.Recipients != 7 || got.Invalid != 2 || got.Staged != 5 || got.Pages != 2 || got.Enqueued != 0 {
+		t.Fatalf("record after staging: %+v", got)
+	}
+	ps := pages(t, s, "c1", 0, 10)
+	if len(ps) != 2 || ps[0].Seq != 1 || ps[1].Seq != 2 || string(ps[0].Data) != "page one" || ps[0].Count != 3 || ps[0].Offset != 0 || string(ps[1].Data) != "page two" {
+		t.Fatalf("pages: %+v", ps)
+	}
+	if ps := pages(t, s, "c1", 1, 10); len(ps) != 1 || ps[0].Seq != 2 {
+		t.Fatalf("pages after 1: %+v", ps)
+	}
+	if ps := pages(t, s, "c1", 0, 1); len(ps) != 1 || ps[0].Seq != 1 {
+		t.Fatalf("one page: %+v", ps)
+	}
+	since := base.Add(-time.Hour)
+	if res, err := s.Drain("c1", 1, 2, 0).Enqueue(ctx, []*retry.Job{job("c1/a"), job("c1/b")}, since); err != nil || len(res) != 2 {
+		t.Fatalf("Drain: %v %v", res, err)
+	}
+	if ps := pages(t, s, "c1", 0, 10); len(ps) != 2 || ps[0].Offset != 2 {
+		t.Fatalf("page 1 after draining 2 of 3: %+v", ps)
+	}
+	// Stale drains: back to an offset already passed, past the page's
+	// end, an unknown page. Their jobs are not stored.
+	for _, d := range []struct {
+		seq    int64
+		offset int
+	}{{1, 2}, {1, 4}, {9, 1}} {
+		if _, err := s.Drain("c1", d.seq, d.offset, 0).Enqueue(ctx, []*retry.Job{job("c1/stale")}, since); !errors.Is(err, checkpoint.ErrNotFound) {
+			t.Fatalf("stale drain of page %d to %d: %v", d.seq, d.offset, err)
+		}
+	}
+	// The last item was refused at the door: the page ends without a job.
+	if _, err := s.Drain("c1", 1, 3, 1).Enqueue(ctx, nil, since); err != nil {
+		t.Fatal(err)
+	}
+	// A drain whose job exists (a message sent before): a duplicate.
+	if _, err := s.Drain("c1", 2, 2, 0).Enqueue(ctx, []*retry.Job{job("c1/a"), job("c1/d")}, since); err != nil {
+		t.Fatal(err)
+	}
+	if ps := pages(t, s, "c1", 0, 10); len(ps) != 0 {
+		t.Fatalf("pages left after draining all: %+v", ps)
+	}
+	got, _ = s.Get(ctx, "c1")
+	if got.Staged != 5 || got.Drained != 5 || got.Enqueued != 3 || got.Invalid != 3 || got.Cancelled != 0 {
+		t.Fatalf("record after draining: %+v", got)
+	}
+	js, err := q.List(ctx, retry.Filter{})
+	if err != nil || len(js) != 3 {
+		t.Fatalf("queue holds %d jobs (%v), want 3", len(js), err)
+	}
+}
+
+// testCancelPages: cancelling drops what was staged and not drained,
+// counted, and no drain of it stores anything after.
+func testCancelPages(t *testing.T, s checkpoint.Store, q retry.Store) {
+	for _, k := range []string{"c1", "c2"} {
+		if _, _, err := s.Create(ctx, rec(k)); err != nil {
+			t.Fatal(err)
+		}
+		stage(t, s, k, "1", 4, false, "a", 4)
+		stage(t, s, k, "2", 3, false, "b", 3)
+	}
+	if _, err := s.Drain("c1", 1, 1, 0).Enqueue(ctx, []*retry.Job{job("c1/a")}, base.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetState(ctx, "c1", checkpoint.Cancelled); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Get(ctx, "c1")
+	if got.State != checkpoint.Cancelled || got.Cancelled != 6 || got.Drained != 1 || got.Enqueued != 1 {
+		t.Fatalf("record after cancel: %+v", got)
+	}
+	if ps := pages(t, s, "c1", 0, 10); len(ps) != 0 {
+		t.Fatalf("pages after cancel: %+v", ps)
+	}
+	if _, err := s.Drain("c1", 1, 2, 0).Enqueue(ctx, []*retry.Job{job("c1/b")}, base.Add(-time.Hour)); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Fatalf("drain after cancel: %v", err)
+	}
+	if js, _ := q.List(ctx, retry.Filter{}); len(js) != 1 {
+		t.Fatalf("queue holds %d jobs, want 1", len(js))
+	}
+	if ps := pages(t, s, "c2", 0, 10); len(ps) != 2 { // another fan-out's pages stay
+		t.Fatalf("c2's pages after c1's cancel: %+v", ps)
 	}
 }

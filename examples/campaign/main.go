@@ -223,8 +223,8 @@ func bar(p campaign.Progress, settled, expected int, el time.Duration) {
 	const width = 40
 	frac := float64(settled) / float64(max(expected, 1))
 	filled := min(int(frac*width), width)
-	fmt.Printf("\r[%s%s] %5.1f%%  read %d/%d  enqueued %d  sent %d  capped %d  suppressed %d  opted out %d  ineligible %d  %s ",
-		strings.Repeat("#", filled), strings.Repeat(".", width-filled), 100*frac, p.Recipients, p.Size, p.Enqueued,
+	fmt.Printf("\r[%s%s] %5.1f%%  read %d/%d  staged %d  enqueued %d  sent %d  capped %d  suppressed %d  opted out %d  ineligible %d  %s ",
+		strings.Repeat("#", filled), strings.Repeat(".", width-filled), 100*frac, p.Recipients, p.Size, p.Staged, p.Enqueued,
 		p.Counts[tracking.Sent], p.Counts[tracking.Capped], p.Counts[tracking.Suppressed], p.Counts[tracking.OptedOut],
 		p.Counts[tracking.Ineligible], el.Round(time.Second))
 }
