@@ -369,6 +369,28 @@ func TestStagedAheadOfTheRateAndCancelDropsTheRest(t *testing.T) {
 	require.ErrorIs(t, f.r.Run(ctx, c.Key), campaign.ErrStopped)
 }
 
+// A slow campaign trickles: a tenth of a second's worth at a time, not a
+// page at once after a page's worth of waiting.
+func TestASlowCampaignTrickles(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{40}})
+	c := spring("all")
+	c.Content.Email, c.PerSecond = nil, 10
+	_, err := f.r.Create(context.Background(), c)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.r.Run(ctx, c.Key) }()
+	time.Sleep(1500 * time.Millisecond)
+	st, err := f.r.Status(ctx, c.Key)
+	require.NoError(t, err)
+	cancel()
+	<-done
+	t.Logf("after 1.5 s at 10/s: %d enqueued", st.Enqueued)
+	require.GreaterOrEqual(t, st.Enqueued, 5)
+	require.LessOrEqual(t, st.Enqueued, 25)
+}
+
 // A workspace-wide marketing limit is shared FIFO: the older campaign
 // drains first, the younger waits behind it.
 func TestTheMarketingLimitIsSharedFIFO(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/tracking"
 )
 
@@ -137,6 +138,24 @@ func (r *Runner) Status(ctx context.Context, key string) (Status, error) {
 		return Status{}, mapNotFound(err)
 	}
 	return status(rec)
+}
+
+// List returns up to limit campaigns whose keys sort after after, in key
+// order (pass the last key to read the next page).
+func (r *Runner) List(ctx context.Context, after string, limit int) ([]Status, error) {
+	recs, err := r.cfg.Store.List(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(recs))
+	for _, rec := range recs {
+		st, err := status(rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 func mapNotFound(err error) error {
@@ -464,8 +483,13 @@ func decodePage(c *Campaign, tpl *templates, p checkpoint.Page) ([]herald.Messag
 
 // drain enqueues the staged pages in order at the campaign's rate (and
 // the marketing limit's), until the stage is over and no page is left,
-// or the campaign is paused or cancelled (ErrStopped).
+// or the campaign is paused or cancelled (ErrStopped, seen within
+// stateEvery). Parts are pipelined like the stage's pages: while one
+// part's write is in the store's writer, the next is paced, built and
+// checked; its write waits for the one before it.
 func (r *Runner) drain(ctx context.Context, key string, c *Campaign, tpl *templates, lim *rate.Limiter, place *member, staged, stageOver <-chan struct{}, stageErr *error) error {
+	d := &drainer{r: r, key: key, lim: lim, place: place}
+	defer d.wait()
 	var after int64
 	over := false // the stage is over: the pages left are all there will be
 	for {
@@ -475,7 +499,7 @@ func (r *Runner) drain(ctx context.Context, key string, c *Campaign, tpl *templa
 		}
 		if len(ps) == 0 {
 			if over {
-				return nil
+				return d.settle()
 			}
 			select {
 			case <-staged:
@@ -490,72 +514,133 @@ func (r *Runner) drain(ctx context.Context, key string, c *Campaign, tpl *templa
 			continue
 		}
 		for _, p := range ps {
-			if err := r.drainPage(ctx, key, c, tpl, p, lim, place); err != nil {
-				return err
+			msgs, err := decodePage(c, tpl, p)
+			if err != nil {
+				return fmt.Errorf("campaign %s: staged page %d: %w", key, p.Seq, err)
+			}
+			for off := p.Offset; off < len(msgs); {
+				n := min(len(msgs)-off, lim.Burst())
+				if err := d.part(ctx, p.Seq, off+n, msgs[off:off+n]); err != nil {
+					return err
+				}
+				off += n
 			}
 			after = p.Seq
 		}
 	}
 }
 
-// drainPage enqueues what is left of a staged page, a burst at a time,
-// each part in the same write as the page's offset after it. A message
-// the door now refuses (the Dispatcher's limits changed since it was
-// staged) is left out and counted.
-func (r *Runner) drainPage(ctx context.Context, key string, c *Campaign, tpl *templates, p checkpoint.Page, lim *rate.Limiter, place *member) error {
-	msgs, err := decodePage(c, tpl, p)
-	if err != nil {
-		return fmt.Errorf("campaign %s: staged page %d: %w", key, p.Seq, err)
-	}
-	for off := p.Offset; off < len(msgs); {
-		st, err := r.Status(ctx, key)
+// drainer keeps a drain's part in flight.
+type drainer struct {
+	r        *Runner
+	key      string
+	lim      *rate.Limiter
+	place    *member
+	inFlight *pageWrite
+	read     time.Time // when the campaign's state was last read
+}
+
+// part paces msgs and starts their write, with the page's offset moved
+// to offset, once the part before it has landed.
+func (d *drainer) part(ctx context.Context, seq int64, offset int, msgs []herald.Message) error {
+	if time.Since(d.read) >= stateEvery {
+		st, err := d.r.Status(ctx, d.key)
 		if err != nil {
 			return err
 		}
 		if st.State != Running {
 			return ErrStopped
 		}
-		n := min(len(msgs)-off, lim.Burst())
-		if err := r.paceOwn(ctx, lim, n, place); err != nil {
+		d.read = time.Now()
+	}
+	if err := d.r.paceOwn(ctx, d.lim, len(msgs), d.place); err != nil {
+		return err
+	}
+	if d.place != nil {
+		if err := d.r.line.take(ctx, d.place, d.r.marketing, len(msgs)); err != nil {
 			return err
 		}
-		if place != nil {
-			if err := r.line.take(ctx, place, r.marketing, n); err != nil {
-				return err
-			}
-		}
-		part := slices.Clone(msgs[off : off+n])
-		off += n
-		invalid := 0
-		for {
-			var err error
-			if len(part) == 0 { // every one refused: the offset still moves
-				_, err = r.cfg.Store.Drain(key, p.Seq, off, invalid).Enqueue(ctx, nil, time.Time{})
-			} else {
-				_, err = r.cfg.Dispatcher.SendTx(ctx, r.cfg.Store.Drain(key, p.Seq, off, invalid), part...)
-			}
-			var fe *herald.FieldError
-			if errors.Is(err, checkpoint.ErrNotFound) { // the page was dropped: the campaign was cancelled
-				return ErrStopped
-			}
-			if err == nil || !errors.As(err, &fe) {
-				if err != nil {
-					return err
-				}
-				break
-			}
-			i := batchIndex(fe.Field)
-			if i < 0 || i >= len(part) {
-				if len(part) != 1 {
-					return err
-				}
-				i = 0
-			}
-			part = append(part[:i], part[i+1:]...)
-			invalid++
-		}
 	}
+	w := &pageWrite{done: make(chan struct{}), after: d.inFlight}
+	part := slices.Clone(msgs)
+	go func() {
+		defer close(w.done)
+		w.invalid, w.err = d.r.sendPart(ctx, d.key, seq, offset, part, w.after)
+	}()
+	if err := d.settle(); err != nil {
+		<-w.done
+		return err
+	}
+	d.inFlight = w
 	return nil
+}
+
+// settle waits for the part in flight.
+func (d *drainer) settle() error {
+	w := d.inFlight
+	if w == nil {
+		return nil
+	}
+	<-w.done
+	d.inFlight = nil
+	if errors.Is(w.err, checkpoint.ErrNotFound) { // the page was dropped: the campaign was cancelled
+		return ErrStopped
+	}
+	return w.err
+}
+
+func (d *drainer) wait() {
+	if d.inFlight != nil {
+		<-d.inFlight.done
+	}
+}
+
+// sendPart enqueues a part of a staged page in the same write as the
+// page's offset after it (once the part before it has landed: after). A
+// message the door now refuses (its encoded size over the queue's limit,
+// or the Dispatcher's limits changed since it was staged) is left out
+// and counted.
+func (r *Runner) sendPart(ctx context.Context, key string, seq int64, offset int, part []herald.Message, after *pageWrite) (invalid int, err error) {
+	for {
+		e := inOrder(r.cfg.Store.Drain(key, seq, offset, invalid), after)
+		if len(part) == 0 { // every one refused: the offset still moves
+			_, err := e.Enqueue(ctx, nil, time.Time{})
+			return invalid, err
+		}
+		_, err := r.cfg.Dispatcher.SendTx(ctx, e, part...)
+		var fe *herald.FieldError
+		if err == nil || !errors.As(err, &fe) {
+			return invalid, err
+		}
+		i := batchIndex(fe.Field)
+		if i < 0 || i >= len(part) {
+			if len(part) != 1 {
+				return invalid, err
+			}
+			i = 0
+		}
+		part = append(part[:i], part[i+1:]...)
+		invalid++
+	}
+}
+
+// inOrder wraps a write so it waits for the one before it (after), and
+// is not made if that one failed.
+func inOrder(e retry.Enqueuer, after *pageWrite) retry.Enqueuer {
+	if after == nil {
+		return e
+	}
+	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
+		select {
+		case <-after.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if after.err != nil {
+			return nil, errPageBefore
+		}
+		return e.Enqueue(ctx, jobs, since)
+	})
 }
 
 // pageWrite is a staged page on its way into the store.
@@ -607,9 +692,12 @@ func (r *Runner) limiter(ctx context.Context, st Status, it Iterator) (*rate.Lim
 		}
 		perSecond = float64(left) / secs
 	}
-	burst := max(r.cfg.PageSize, 1)
+	// The burst is the most messages enqueued at once: a tenth of a
+	// second's worth (a campaign at 1 a second sends 1 each second, not
+	// a page at a time), at most a page.
+	burst := min(max(int(perSecond/10), 1), max(r.cfg.PageSize, 1))
 	lim := rate.NewLimiter(rate.Limit(perSecond), burst)
-	lim.AllowN(time.Now(), burst) // start empty: the first page waits its share too
+	lim.AllowN(time.Now(), burst) // start empty: the first part waits its share too
 	return lim, nil
 }
 

@@ -13,6 +13,7 @@ package checkpoint
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,6 +67,9 @@ type Store interface {
 	Create(ctx context.Context, r Record) (Record, bool, error)
 	// Get returns the record, or ErrNotFound.
 	Get(ctx context.Context, key string) (Record, error)
+	// List returns up to limit records whose keys sort after after, in
+	// key order (a page of them: pass the last key to read on).
+	List(ctx context.Context, after string, limit int) ([]Record, error)
 	// SetState moves the record to state. Moving it to Cancelled drops
 	// its staged pages in the same write, adding what they had not
 	// drained to Cancelled.
@@ -153,6 +157,27 @@ func (s *MemoryStore) Get(_ context.Context, key string) (Record, error) {
 		return Record{}, ErrNotFound
 	}
 	return r, nil
+}
+
+// List implements Store.
+func (s *MemoryStore) List(_ context.Context, after string, limit int) ([]Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	keys := make([]string, 0, len(s.byKey))
+	for k := range s.byKey {
+		if k > after {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	out := make([]Record, 0, min(limit, len(keys)))
+	for _, k := range keys[:min(limit, len(keys))] {
+		out = append(out, s.byKey[k])
+	}
+	return out, nil
 }
 
 // SetState implements Store.

@@ -69,6 +69,27 @@ func (s *checkpointStore) Get(ctx context.Context, key string) (checkpoint.Recor
 	return rec, err
 }
 
+// List implements checkpoint.Store.
+func (s *checkpointStore) List(ctx context.Context, after string, limit int) ([]checkpoint.Record, error) {
+	if s.db.isClosed() {
+		return nil, errStoreClosed
+	}
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT `+checkpointCols+` FROM checkpoints WHERE key > ? ORDER BY key LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []checkpoint.Record
+	for rows.Next() {
+		rec, err := scanCheckpoint(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
 // SetState implements checkpoint.Store.
 func (s *checkpointStore) SetState(ctx context.Context, key string, state checkpoint.State) error {
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {

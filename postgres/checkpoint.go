@@ -61,6 +61,15 @@ func (s *checkpointStore) Get(ctx context.Context, key string) (checkpoint.Recor
 	return s.scan(s.db.pool.QueryRow(ctx, `SELECT `+checkpointCols+` FROM `+s.t+` WHERE key = $1`, key))
 }
 
+// List implements checkpoint.Store.
+func (s *checkpointStore) List(ctx context.Context, after string, limit int) ([]checkpoint.Record, error) {
+	rows, err := s.db.pool.Query(ctx, `SELECT `+checkpointCols+` FROM `+s.t+` WHERE key > $1 ORDER BY key COLLATE "C" LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (checkpoint.Record, error) { return s.scan(r) })
+}
+
 // SetState implements checkpoint.Store.
 func (s *checkpointStore) SetState(ctx context.Context, key string, state checkpoint.State) error {
 	if state != checkpoint.Cancelled {

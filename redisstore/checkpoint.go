@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -32,6 +33,10 @@ func (c *Checkpoints) Create(ctx context.Context, r checkpoint.Record) (checkpoi
 		return checkpoint.Record{}, false, err
 	}
 	k := c.key(r.Key)
+	// Listed first: a key listed whose record is missing is skipped.
+	if err := c.s.rdb.ZAdd(ctx, c.s.p+"cks", redis.Z{Member: r.Key}).Err(); err != nil {
+		return checkpoint.Record{}, false, err
+	}
 	created, err := c.s.rdb.HSetNX(ctx, k, "spec", string(r.Spec)).Result()
 	if err != nil {
 		return checkpoint.Record{}, false, err
@@ -63,6 +68,34 @@ func (c *Checkpoints) Get(ctx context.Context, key string) (checkpoint.Record, e
 		Recipients: atoi("recipients"), Enqueued: atoi("enqueued"), Invalid: atoi("invalid"), Done: m["done"] == "1",
 		Created: fromUS(m["created"]), Staged: atoi("staged"), Drained: atoi("drained"), Cancelled: atoi("cancelled"),
 		Pages: int64(atoi("pages"))}, nil
+}
+
+// List implements checkpoint.Store: the keys are in a sorted set of
+// equal scores ({prefix}cks, by byte order), added at Create.
+func (c *Checkpoints) List(ctx context.Context, after string, limit int) ([]checkpoint.Record, error) {
+	if err := c.s.check(ctx); err != nil {
+		return nil, err
+	}
+	min := "-"
+	if after != "" {
+		min = "(" + after
+	}
+	keys, err := c.s.rdb.ZRangeByLex(ctx, c.s.p+"cks", &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]checkpoint.Record, 0, len(keys))
+	for _, k := range keys {
+		r, err := c.Get(ctx, k)
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // SetState implements checkpoint.Store.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/campaign"
@@ -124,6 +125,31 @@ func (s *Server) stopRuns() {
 	for _, cancel := range s.runs {
 		cancel()
 	}
+}
+
+// listCampaigns is GET /v1/campaigns?after=&limit=: the campaigns in key
+// order, a page at a time (limit 1 to 500, default 100); next is the
+// after of the next page, "" on the last.
+func (s *Server) listCampaigns(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			fail(w, http.StatusBadRequest, "limit: 1 to 500", "limit")
+			return
+		}
+		limit = n
+	}
+	list, err := s.campaigns.List(r.Context(), r.URL.Query().Get("after"), limit)
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "store unavailable", "")
+		return
+	}
+	next := ""
+	if len(list) == limit {
+		next = list[limit-1].Campaign.Key
+	}
+	reply(w, http.StatusOK, map[string]any{"campaigns": list, "next": next})
 }
 
 func (s *Server) campaignProgress(w http.ResponseWriter, r *http.Request) {

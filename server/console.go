@@ -293,12 +293,23 @@ func (c *console) message(w http.ResponseWriter, r *http.Request, csrf string) {
 	c.render(w, "messages.html", data)
 }
 
-// campaign finds a campaign by key: its progress, with pause, resume and
-// cancel.
+// campaign lists the campaigns (50 a page, in key order), or shows one
+// by key: its progress, with pause, resume and cancel.
 func (c *console) campaign(w http.ResponseWriter, r *http.Request, csrf string) {
 	key := strings.TrimSpace(r.URL.Query().Get("key"))
 	data := map[string]any{"CSRF": csrf, "Page": "campaigns", "Key": key, "Flash": r.URL.Query().Get("done")}
-	if key != "" {
+	if key == "" {
+		const page = 50
+		list, err := c.s.campaigns.List(r.Context(), r.URL.Query().Get("after"), page)
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		data["List"] = list
+		if len(list) == page {
+			data["Next"] = list[page-1].Campaign.Key
+		}
+	} else {
 		if p, err := c.s.campaigns.Progress(r.Context(), key, c.s.outbox); err == nil {
 			data["Campaign"] = p
 		} else {

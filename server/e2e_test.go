@@ -291,6 +291,8 @@ func TestHeralddEndToEnd(t *testing.T) {
 	code, v = p.do(t, "POST", "/v1/campaigns", sender, map[string]any{"Key": "launch", "Audience": "fans", "PerSecond": 200,
 		"Content": map[string]any{"Push": map[string]any{"Provider": "apns", "Notification": map[string]any{"Title": "Hi {{.first}}"}}}})
 	require.Equal(t, 202, code, "%v", v)
+	code, v = p.do(t, "GET", "/v1/campaigns?limit=0", reader, nil)
+	require.Equal(t, 400, code, "%v", v)
 	code, v = p.do(t, "POST", "/v1/campaigns", sender, map[string]any{"Key": "broken", "Audience": "fans", "PerSecond": 200, "Content": map[string]any{}})
 	require.Equal(t, 400, code, "%v", v)
 	require.Eventually(t, func() bool {
@@ -303,6 +305,11 @@ func TestHeralddEndToEnd(t *testing.T) {
 		_, v := p.do(t, "GET", "/v1/campaigns/launch", reader, nil)
 		return n == 20 && v["FanoutDone"] == true && v["Enqueued"] == float64(20)
 	}, 20*time.Second, 50*time.Millisecond, "the campaign reaches its 20 fans")
+	code, v = p.do(t, "GET", "/v1/campaigns", reader, nil)
+	require.Equal(t, 200, code, "%v", v)
+	listed, _ := v["campaigns"].([]any)
+	require.Len(t, listed, 1, "%v", v)
+	require.Equal(t, "done", listed[0].(map[string]any)["State"])
 
 	// The metrics moved.
 	require.Eventually(t, func() bool {
@@ -325,6 +332,13 @@ func TestHeralddEndToEnd(t *testing.T) {
 	require.Eventually(t, func() bool { c, _ := p.do(t, "GET", "/readyz", "", nil); return c == 503 }, 10*time.Second, 50*time.Millisecond, "readyz fails while stalled")
 	f.APNs.SetLatency(0)
 	require.Eventually(t, func() bool { c, _ := p.do(t, "GET", "/readyz", "", nil); return c == 200 }, 20*time.Second, 50*time.Millisecond, "readyz passes again")
+
+	// A campaign paced at 2 a second (its 20 fans take 10 s) is running
+	// when the process is killed: the restarted process resumes it by
+	// itself from its checkpoint.
+	code, v = p.do(t, "POST", "/v1/campaigns", sender, map[string]any{"Key": "slow-burn", "Audience": "fans", "PerSecond": 2,
+		"Content": map[string]any{"Push": map[string]any{"Provider": "apns", "Notification": map[string]any{"Title": "Later {{.first}}"}}}})
+	require.Equal(t, 202, code, "%v", v)
 
 	// SIGKILL while accepting, restart: every accepted message is sent.
 	f.APNs.Down(pushtest.Fault{Status: 503, Reason: "ServiceUnavailable"})
@@ -357,6 +371,9 @@ func TestHeralddEndToEnd(t *testing.T) {
 		}()
 	}
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(accepted) >= 300 }, 30*time.Second, 5*time.Millisecond)
+	_, v = p.do(t, "GET", "/v1/campaigns/slow-burn", reader, nil)
+	require.Equal(t, "running", v["State"], "the slow campaign is still running at the kill: %v", v)
+	require.Less(t, v["Enqueued"], float64(20), "%v", v)
 	require.NoError(t, p.cmd.Process.Kill())
 	_ = p.cmd.Wait()
 	stop()
@@ -384,6 +401,10 @@ func TestHeralddEndToEnd(t *testing.T) {
 		return true
 	}, 60*time.Second, 100*time.Millisecond, "every accepted message is sent after the restart")
 	t.Logf("SIGKILL with %d accepted: all delivered after the restart", len(accepted))
+	require.Eventually(t, func() bool {
+		_, v := p.do(t, "GET", "/v1/campaigns/slow-burn", reader, nil)
+		return v["State"] == "done" && v["Enqueued"] == float64(20)
+	}, 30*time.Second, 100*time.Millisecond, "the campaign running at the kill resumed by itself and finished")
 
 	// Secrets never appear in the logs or the metrics.
 	res, err := http.Get(p.base + "/metrics")

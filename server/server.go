@@ -149,12 +149,38 @@ func (s *Server) observe(e retry.Event) {
 // Dispatcher returns the server's Dispatcher.
 func (s *Server) Dispatcher() *herald.Dispatcher { return s.d }
 
-// Start runs the workers until Close.
+// Start runs the workers until Close, and fans out again every campaign
+// the last process left running (a restart or a crash mid-campaign):
+// each resumes from its checkpoint.
 func (s *Server) Start(ctx context.Context) error {
 	s.runMu.Lock()
 	s.runCtx = ctx
 	s.runMu.Unlock()
-	return s.d.Start(ctx)
+	if err := s.d.Start(ctx); err != nil {
+		return err
+	}
+	return s.resumeCampaigns(ctx)
+}
+
+// resumeCampaigns runs every campaign in the running state.
+func (s *Server) resumeCampaigns(ctx context.Context) error {
+	const page = 100
+	for after := ""; ; {
+		cs, err := s.campaigns.List(ctx, after, page)
+		if err != nil {
+			return fmt.Errorf("heraldd: campaigns to resume: %w", err)
+		}
+		for _, c := range cs {
+			if c.State == campaign.Running {
+				s.log.Info("heraldd: campaign resumed", "campaign", c.Campaign.Key)
+				s.run(c.Campaign.Key)
+			}
+		}
+		if len(cs) < page {
+			return nil
+		}
+		after = cs[len(cs)-1].Campaign.Key
+	}
 }
 
 // Handler is the server's HTTP handler.
@@ -212,6 +238,7 @@ func (s *Server) apiRoutes() []route {
 		{"POST", "/v1/audiences/{name}/remove", "send", s.removeMembers},
 		{"GET", "/v1/audiences/{name}", "read", s.audienceSize},
 		{"POST", "/v1/campaigns", "send", s.createCampaign},
+		{"GET", "/v1/campaigns", "read", s.listCampaigns},
 		{"GET", "/v1/campaigns/{key}", "read", s.campaignProgress},
 		{"POST", "/v1/campaigns/{key}/{action}", "send", s.campaignAction},
 		{"GET", "/v1/admin/lanes", "admin", s.adminLanes},

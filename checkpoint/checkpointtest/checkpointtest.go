@@ -5,6 +5,7 @@ package checkpointtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func Run(t *testing.T, open Open) {
 		{"States", testStates},
 		{"PagesStageAndDrainWithTheirJobs", testPages},
 		{"CancelDropsPages", testCancelPages},
+		{"ListInKeyOrder", testList},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -239,5 +241,41 @@ func testCancelPages(t *testing.T, s checkpoint.Store, q retry.Store) {
 	}
 	if ps := pages(t, s, "c2", 0, 10); len(ps) != 2 { // another fan-out's pages stay
 		t.Fatalf("c2's pages after c1's cancel: %+v", ps)
+	}
+}
+
+// testList: records page by page in key order, whole.
+func testList(t *testing.T, s checkpoint.Store, _ retry.Store) {
+	if rs, err := s.List(ctx, "", 10); err != nil || len(rs) != 0 {
+		t.Fatalf("List of an empty store: %v %v", rs, err)
+	}
+	for _, k := range []string{"c3", "c1", "c2", "b"} {
+		if _, _, err := s.Create(ctx, rec(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stage(t, s, "c2", "x", 5, false, "page", 5)
+	var keys []string
+	for after := ""; ; {
+		rs, err := s.List(ctx, after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			keys = append(keys, r.Key)
+			if string(r.Spec) != `{"k":"`+r.Key+`"}` || r.State != "running" || !r.Created.Equal(base) {
+				t.Fatalf("listed record %+v", r)
+			}
+			if r.Key == "c2" && (r.Recipients != 5 || r.Staged != 5 || r.Cursor != "x") {
+				t.Fatalf("listed c2 without its counts: %+v", r)
+			}
+		}
+		if len(rs) < 3 {
+			break
+		}
+		after = rs[len(rs)-1].Key
+	}
+	if got := fmt.Sprint(keys); got != "[b c1 c2 c3]" {
+		t.Fatalf("listed %s, want [b c1 c2 c3]", got)
 	}
 }

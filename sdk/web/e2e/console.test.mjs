@@ -119,6 +119,13 @@ test("the console: log in, pause a lane and see it paused, requeue a dead letter
   await page.waitForSelector("#flash");
   assert.equal((await page.locator("#campaign .state").innerText()).trim(), "paused");
   await page.screenshot({ path: join(root, "docs/console-campaign.png") });
+  // The campaigns list shows it, paused, and leads back to it.
+  await page.goto(`${base}/console/campaigns`);
+  const listed = page.locator("#campaigns tr", { hasText: "spring-sale" });
+  assert.equal((await listed.locator(".state").innerText()).trim(), "paused");
+  await page.screenshot({ path: join(root, "docs/console-campaigns.png") });
+  await listed.locator("a").click();
+  await page.waitForSelector("#campaign");
 
   // A form from another origin, or without the session's token, is refused.
   const cookies = await ctx.cookies();
