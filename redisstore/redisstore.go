@@ -183,13 +183,18 @@ end
 return out
 `
 
-// A conflict (nothing of the jobs written) leaves the record as it was.
-const checkpointEpilogue = `
+// countMade counts the jobs an enqueue made (not duplicates); on a
+// conflict (nothing of the jobs written) it returns, leaving the record
+// or page the script would move as it was.
+const countMade = `
 local made = 0
 for _, r in ipairs(out) do
   if r[2] >= 2 then return out end
   if r[2] == 0 then made = made + 1 end
 end
+`
+
+const checkpointEpilogue = countMade + `
 redis.call('HSET', ck, 'cursor', ARGV[cb + 1])
 redis.call('HINCRBY', ck, 'recipients', tonumber(ARGV[cb + 2]))
 redis.call('HINCRBY', ck, 'invalid', tonumber(ARGV[cb + 3]))
@@ -210,12 +215,7 @@ local pc = redis.call('HMGET', pg, 'c' .. seq, 'o' .. seq)
 if not pc[1] or offset <= tonumber(pc[2]) or offset > tonumber(pc[1]) then return redis.error_reply('checkpoint: not found') end
 `
 
-const drainEpilogue = `
-local made = 0
-for _, r in ipairs(out) do
-  if r[2] >= 2 then return out end
-  if r[2] == 0 then made = made + 1 end
-end
+const drainEpilogue = countMade + `
 if offset == tonumber(pc[1]) then
   redis.call('HDEL', pg, 'd' .. seq, 'c' .. seq, 'o' .. seq)
   redis.call('ZREM', p .. 'ckz:' .. ARGV[cb], seq)
