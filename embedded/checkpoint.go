@@ -41,8 +41,9 @@ func scanCheckpoint(r scanner) (checkpoint.Record, error) {
 func (s *checkpointStore) Create(ctx context.Context, r checkpoint.Record) (checkpoint.Record, bool, error) {
 	created := false
 	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		res, err := c.ExecContext(ctx, `INSERT OR IGNORE INTO checkpoints (`+checkpointCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0)`,
-			r.Key, r.Spec, string(r.State), r.Cursor, r.Recipients, r.Enqueued, r.Invalid, b2i(r.Done), nanos(r.Created))
+		res, err := c.ExecContext(ctx, `INSERT INTO checkpoints (`+checkpointCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0)
+			ON CONFLICT (key) DO NOTHING`,
+			r.Key, spec(r.Spec), string(r.State), r.Cursor, r.Recipients, r.Enqueued, r.Invalid, b2i(r.Done), nanos(r.Created))
 		if err != nil {
 			return err
 		}
@@ -217,6 +218,14 @@ func (s *checkpointStore) Checkpoint(key, cursor string, recipients, invalid int
 
 // Close implements checkpoint.Store: it closes the whole DB.
 func (s *checkpointStore) Close() error { return s.db.Close() }
+
+// spec is a record's Spec as stored: never NULL.
+func spec(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
 
 func b2i(b bool) int {
 	if b {

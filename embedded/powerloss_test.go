@@ -94,7 +94,7 @@ func powerChild() int {
 	go func() {
 		// A campaign's fan-out: each page's jobs and its cursor in one write.
 		key := "camp-" + round
-		if _, _, err := db.Checkpoints().Create(ctx, checkpoint.Record{Key: key, Created: time.Now()}); err != nil {
+		if _, _, err := db.Checkpoints().Create(ctx, checkpoint.Record{Key: key, Spec: []byte(`{}`), Created: time.Now()}); err != nil {
 			return
 		}
 		for n := 1; ; n++ {
@@ -102,6 +102,33 @@ func powerChild() int {
 				RunAt: time.Now(), MaxAttempts: 3, State: retry.StateAvailable, CreatedAt: time.Now(), UpdatedAt: time.Now()}}
 			if _, err := db.Checkpoints().Checkpoint(key, strconv.Itoa(n), 1, 0, false).Enqueue(ctx, jobs, time.Now().Add(-time.Hour)); err == nil {
 				ack("P %s %d", key, n)
+			}
+		}
+	}()
+	go func() {
+		// A campaign staged and drained: a page (two messages) with its
+		// cursor in one write, then each message's job with the page's
+		// offset in one write.
+		key := "stage-" + round
+		if _, _, err := db.Checkpoints().Create(ctx, checkpoint.Record{Key: key, Spec: []byte(`{}`), Created: time.Now()}); err != nil {
+			return
+		}
+		for n := 1; ; n++ {
+			if db.Checkpoints().Stage(ctx, key, strconv.Itoa(n), 2, 0, false, []byte("page"), 2) != nil {
+				continue
+			}
+			ack("S %s %d", key, n)
+			rec, err := db.Checkpoints().Get(ctx, key)
+			if err != nil {
+				continue
+			}
+			for off := 1; off <= 2; off++ {
+				jk := fmt.Sprintf("%s-%d-%d", key, rec.Pages, off)
+				jobs := []*retry.Job{{Kind: "p", Payload: []byte(`{}`), Lane: retry.DefaultLane, IdempotencyKey: jk,
+					RunAt: time.Now(), MaxAttempts: 3, State: retry.StateAvailable, CreatedAt: time.Now(), UpdatedAt: time.Now()}}
+				if _, err := db.Checkpoints().Drain(key, rec.Pages, off, 0).Enqueue(ctx, jobs, time.Now().Add(-time.Hour)); err == nil {
+					ack("D %s %d %s", key, rec.Pages, jk)
+				}
 			}
 		}
 	}()
@@ -168,11 +195,12 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 	ctx := context.Background()
 	kf := db.Retry().(retry.KeyFinder)
 	commits := map[string]int{}
-	cursors := map[string]int{}
+	cursors, staged := map[string]int{}, map[string]int{}
+	drained := map[string][]int64{}
 	items := map[string]map[string]bool{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 || (f[0] == "I" && len(f) < 3) {
+		if need := map[string]int{"P": 3, "I": 3, "S": 3, "D": 4}[f0(f)]; len(f) < max(need, 2) {
 			continue // a torn last line
 		}
 		acked++
@@ -188,6 +216,15 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 		case "P":
 			n, _ := strconv.Atoi(f[2])
 			cursors[f[1]] = max(cursors[f[1]], n)
+		case "S":
+			n, _ := strconv.Atoi(f[2])
+			staged[f[1]] = max(staged[f[1]], n)
+		case "D":
+			if _, err := kf.JobIDByKey(ctx, f[3]); err != nil {
+				lost = append(lost, line+": "+err.Error())
+			}
+			seq, _ := strconv.ParseInt(f[2], 10, 64)
+			drained[f[1]] = append(drained[f[1]], seq)
 		case "T":
 			ok, err := db.Tracking().Has(ctx, f[1], tracking.Sent)
 			require.NoError(t, err)
@@ -201,6 +238,20 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 			if !items[f[1]][f[2]] {
 				lost = append(lost, line)
 			}
+		}
+	}
+	for key, n := range staged {
+		r, err := db.Checkpoints().Get(ctx, key)
+		require.NoError(t, err)
+		if c, _ := strconv.Atoi(r.Cursor); c < n || r.Staged < 2*n {
+			lost = append(lost, fmt.Sprintf("S %s: cursor %q and %d staged, acknowledged %d pages", key, r.Cursor, r.Staged, n))
+		}
+	}
+	for key, seqs := range drained {
+		r, err := db.Checkpoints().Get(ctx, key)
+		require.NoError(t, err)
+		if r.Drained < len(seqs) {
+			lost = append(lost, fmt.Sprintf("D %s: %d drained, %d acknowledged", key, r.Drained, len(seqs)))
 		}
 	}
 	for key, n := range cursors {
@@ -221,6 +272,13 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 		}
 	}
 	return acked, lost
+}
+
+func f0(f []string) string {
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 func feedIDs(t *testing.T, st inbox.Store, user string) map[string]bool {

@@ -48,7 +48,7 @@ func (s *checkpointStore) scan(r pgx.Row) (checkpoint.Record, error) {
 // Create implements checkpoint.Store.
 func (s *checkpointStore) Create(ctx context.Context, r checkpoint.Record) (checkpoint.Record, bool, error) {
 	tag, err := s.db.pool.Exec(ctx, `INSERT INTO `+s.t+` (`+checkpointCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, 0)
-		ON CONFLICT (key) DO NOTHING`, r.Key, r.Spec, string(r.State), r.Cursor, r.Recipients, r.Enqueued, r.Invalid, r.Done, r.Created)
+		ON CONFLICT (key) DO NOTHING`, r.Key, spec(r.Spec), string(r.State), r.Cursor, r.Recipients, r.Enqueued, r.Invalid, r.Done, r.Created)
 	if err != nil {
 		return checkpoint.Record{}, false, err
 	}
@@ -192,6 +192,14 @@ func (s *checkpointStore) Checkpoint(key, cursor string, recipients, invalid int
 		}
 		return res, nil
 	})
+}
+
+// spec is a record's Spec as stored: never NULL.
+func spec(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 // Close implements checkpoint.Store. The pool is the host's: it stays open.

@@ -67,6 +67,10 @@ func testCreate(t *testing.T, s checkpoint.Store, _ retry.Store) {
 	if _, err := s.Get(ctx, "nope"); !errors.Is(err, checkpoint.ErrNotFound) {
 		t.Fatalf("Get unknown: %v", err)
 	}
+	// A record without a Spec is a record (its Spec empty), not an error.
+	if got, created, err := s.Create(ctx, checkpoint.Record{Key: "bare", State: "running", Created: base}); err != nil || !created || len(got.Spec) != 0 {
+		t.Fatalf("Create without a Spec: %+v %v %v", got, created, err)
+	}
 }
 
 func testCheckpoint(t *testing.T, s checkpoint.Store, q retry.Store) {
