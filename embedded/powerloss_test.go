@@ -240,23 +240,27 @@ func checkLedger(t *testing.T, path, ledger string) (acked int, lost []string) {
 			}
 		}
 	}
-	for key, n := range staged {
+	record := func(key string) checkpoint.Record { // a record lost (a store that does not sync) reads as empty
 		r, err := db.Checkpoints().Get(ctx, key)
-		require.NoError(t, err)
+		if !errors.Is(err, checkpoint.ErrNotFound) {
+			require.NoError(t, err)
+		}
+		return r
+	}
+	for key, n := range staged {
+		r := record(key)
 		if c, _ := strconv.Atoi(r.Cursor); c < n || r.Staged < 2*n {
 			lost = append(lost, fmt.Sprintf("S %s: cursor %q and %d staged, acknowledged %d pages", key, r.Cursor, r.Staged, n))
 		}
 	}
 	for key, seqs := range drained {
-		r, err := db.Checkpoints().Get(ctx, key)
-		require.NoError(t, err)
+		r := record(key)
 		if r.Drained < len(seqs) {
 			lost = append(lost, fmt.Sprintf("D %s: %d drained, %d acknowledged", key, r.Drained, len(seqs)))
 		}
 	}
 	for key, n := range cursors {
-		r, err := db.Checkpoints().Get(ctx, key)
-		require.NoError(t, err)
+		r := record(key)
 		if c, _ := strconv.Atoi(r.Cursor); c < n {
 			lost = append(lost, fmt.Sprintf("P %s: cursor %q, acknowledged %d", key, r.Cursor, n))
 		}
