@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/campaign"
+	"github.com/heraldhq/herald/campaign/campaigntest"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/pushtest"
@@ -44,7 +45,7 @@ func benchFanOut(b *testing.B, perSecond float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": numbered{b.N}}})
+	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: b.N}}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 	done := make(chan struct{})
 	n := int(perSecond) * secs
 	if campaigns > 0 {
-		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": numbered{n}}, PageSize: 100})
+		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
 		if err != nil {
 			b.Fatal(err)
 		}

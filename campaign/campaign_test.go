@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/campaign"
+	"github.com/heraldhq/herald/campaign/campaigntest"
 	"github.com/heraldhq/herald/email"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/heraldtest"
@@ -29,36 +29,6 @@ func TestMain(m *testing.M) {
 	}
 	goleak.VerifyTestMain(m)
 }
-
-// numbered is a host-iterated audience of n recipients; the cursor is the
-// next index.
-type numbered struct{ n int }
-
-func (a numbered) recipient(i int) campaign.Recipient {
-	return campaign.Recipient{User: fmt.Sprint("u", i), Token: fmt.Sprintf("token-%07d", i),
-		Email: fmt.Sprintf("user%d@example.com", i), Vars: map[string]string{"Name": fmt.Sprint("Ada #", i)}}
-}
-
-func (a numbered) Next(_ context.Context, cursor string) ([]campaign.Recipient, string, error) {
-	from := 0
-	if cursor != "" {
-		var err error
-		if from, err = strconv.Atoi(cursor); err != nil {
-			return nil, "", err
-		}
-	}
-	to := min(from+250, a.n)
-	rs := make([]campaign.Recipient, 0, to-from)
-	for i := from; i < to; i++ {
-		rs = append(rs, a.recipient(i))
-	}
-	if to == a.n {
-		return rs, "", nil
-	}
-	return rs, strconv.Itoa(to), nil
-}
-
-func (a numbered) Size(context.Context) (int, error) { return a.n, nil }
 
 func spring(audience string) campaign.Campaign {
 	return campaign.Campaign{
@@ -99,7 +69,7 @@ func newFixture(t *testing.T, audiences map[string]campaign.Iterator) *fixture {
 func TestFanOutReachesEveryRecipientOnce(t *testing.T) {
 	t.Parallel()
 	const n = 1200
-	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{n}})
+	f := newFixture(t, map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}})
 	ctx := context.Background()
 	c := spring("all")
 	c.Content.Email.HTML = "<p>Hello {{.Name}}</p>"
@@ -167,7 +137,7 @@ func (o oneRecipient) Next(context.Context, string) ([]campaign.Recipient, strin
 // a conflict.
 func TestCreateRefusesBadInputAndIsIdempotent(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{10}, "list": oneRecipient{}})
+	f := newFixture(t, map[string]campaign.Iterator{"all": campaigntest.Audience{N: 10}, "list": oneRecipient{}})
 	ctx := context.Background()
 	for field, mod := range map[string]func(c *campaign.Campaign){
 		"Audience":  func(c *campaign.Campaign) { c.Audience = "nobody" },
@@ -206,7 +176,7 @@ func TestCreateRefusesBadInputAndIsIdempotent(t *testing.T) {
 // and refuses its messages still waiting (recorded ineligible).
 func TestPauseResumeCancel(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{1000}})
+	f := newFixture(t, map[string]campaign.Iterator{"all": campaigntest.Audience{N: 1000}})
 	ctx := context.Background()
 	c := spring("all")
 	c.Content.Email = nil
@@ -342,7 +312,7 @@ func TestStoredAudience(t *testing.T) {
 // drained, counted, and nothing of it reaches the queue after.
 func TestStagedAheadOfTheRateAndCancelDropsTheRest(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{2000}})
+	f := newFixture(t, map[string]campaign.Iterator{"all": campaigntest.Audience{N: 2000}})
 	ctx := context.Background()
 	c := spring("all")
 	c.Content.Email = nil
@@ -373,7 +343,7 @@ func TestStagedAheadOfTheRateAndCancelDropsTheRest(t *testing.T) {
 // page at once after a page's worth of waiting.
 func TestASlowCampaignTrickles(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, map[string]campaign.Iterator{"all": numbered{40}})
+	f := newFixture(t, map[string]campaign.Iterator{"all": campaigntest.Audience{N: 40}})
 	c := spring("all")
 	c.Content.Email, c.PerSecond = nil, 10
 	_, err := f.r.Create(context.Background(), c)
@@ -400,7 +370,7 @@ func TestTheMarketingLimitIsSharedFIFO(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() })
 	kit := heraldtest.New(t, &heraldtest.Options{Store: db.Retry()})
 	r, err := campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Now: kit.Clock.Now, PageSize: 100,
-		MarketingPerSecond: 4000, Audiences: map[string]campaign.Iterator{"all": numbered{1000}}})
+		MarketingPerSecond: 4000, Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: 1000}}})
 	require.NoError(t, err)
 	ctx := context.Background()
 	older, younger := spring("all"), spring("all")
@@ -432,7 +402,7 @@ func TestTheMarketingLimitLeavesTheRestToYoungerCampaigns(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() })
 	kit := heraldtest.New(t, &heraldtest.Options{Store: db.Retry()})
 	r, err := campaign.New(&campaign.Config{Dispatcher: kit.Dispatcher, Store: db.Checkpoints(), Now: kit.Clock.Now, PageSize: 100,
-		MarketingPerSecond: 4000, Audiences: map[string]campaign.Iterator{"all": numbered{1000}, "few": numbered{500}}})
+		MarketingPerSecond: 4000, Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: 1000}, "few": campaigntest.Audience{N: 500}}})
 	require.NoError(t, err)
 	ctx := context.Background()
 	slow, fast := spring("all"), spring("few")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/campaign"
+	"github.com/heraldhq/herald/campaign/campaigntest"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/pushtest"
@@ -63,7 +64,7 @@ func fanoutChild(dir string) int {
 		fmt.Fprintln(os.Stderr, "dispatcher:", err)
 		return 1
 	}
-	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": numbered{crashAudience()}}})
+	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: crashAudience()}}})
 	if err != nil {
 		return 1
 	}

@@ -1,5 +1,5 @@
-// Command heraldbench measures the retry queue on the embedded store: the
-// figures in BENCHMARKS.md come from it.
+// Command heraldbench measures the retry queue on the embedded store, and
+// a campaign's fan-out into it: the figures in BENCHMARKS.md come from it.
 //
 //	go run ./cmd/heraldbench               # every scenario, 3 rounds, medians
 //	go run ./cmd/heraldbench -rounds 5 -scenarios e2e,retry
@@ -23,8 +23,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/campaign"
+	"github.com/heraldhq/herald/campaign/campaigntest"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/internal/bench"
+	"github.com/heraldhq/herald/push"
+	"github.com/heraldhq/herald/push/pushtest"
 	"github.com/heraldhq/herald/retry"
 )
 
@@ -77,6 +82,59 @@ var scenarios = []scenario{
 	{"rss-100k", "100,000 jobs waiting: fill, then claim and complete 1,000", 100_000, waiting(false)},
 	{"rss-1m", "1,000,000 jobs waiting: fill, then claim and complete 1,000", 1_000_000, waiting(false)},
 	{"open-1m", "Open with 1,000,000 jobs waiting (timed), then claim and complete 1,000", 1_000_000, waiting(true)},
+	{"fanout-100k", "a campaign's audience of 100,000 staged (read, built, checked, stored with its cursor) while it drains at 1,000/s", 100_000, fanout},
+	{"fanout-1m", "a campaign's audience of 1,000,000 staged while it drains at 1,000/s", 1_000_000, fanout},
+}
+
+// fanout stages a campaign's audience of n push recipients on the
+// embedded store and times it until the audience is staged, the drain
+// held to 1,000 messages/s meanwhile (no workers: nothing is delivered).
+func fanout(ctx context.Context, path string, n int) (time.Duration, error) {
+	db, err := embedded.Open(path, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	d, err := herald.New(&herald.Config{Store: db.Retry(), Push: map[push.Provider]push.Sender{push.APNs: pushtest.NewRecorder(push.APNs)}})
+	if err != nil {
+		return 0, err
+	}
+	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(),
+		Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}})
+	if err != nil {
+		return 0, err
+	}
+	c := campaign.Campaign{Key: "bench", Name: "bench", Audience: "all", Category: "promotions", Labels: []string{"promo"}, PerSecond: 1000,
+		Content: campaign.Content{Push: &herald.PushMessage{Provider: push.APNs,
+			Message: push.Message{Notification: push.Notification{Title: "Hi {{.Name}}", Body: "40% off"}}}}}
+	if _, err := r.Create(ctx, c); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(ctx, c.Key) }()
+	for {
+		select {
+		case err := <-ran:
+			return 0, fmt.Errorf("the campaign stopped before its audience was staged: %v", err)
+		case <-time.After(2 * time.Millisecond):
+		}
+		st, err := r.Status(ctx, c.Key)
+		if err != nil {
+			return 0, err
+		}
+		if st.FanoutDone {
+			took := time.Since(start)
+			cancel()
+			<-ran
+			if st.Staged != n || st.Recipients != n {
+				return 0, fmt.Errorf("staged %d messages of %d recipients read, want %d", st.Staged, st.Recipients, n)
+			}
+			return took, nil
+		}
+	}
 }
 
 // waiting fills the store with jobs, optionally closes and reopens it (and
