@@ -161,7 +161,9 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 	}
 	defer db.Close()
 	rec := pushtest.NewRecorder(push.APNs)
-	d, err := fanoutDispatcher(db, rec)
+	// The Dispatcher at its defaults, as a host runs it (8 transactional
+	// and 4 campaign workers per provider).
+	d, err := herald.New(&herald.Config{Store: db.Retry(), Push: map[push.Provider]push.Sender{push.APNs: rec}})
 	if err != nil {
 		b.Fatal(err)
 	}
