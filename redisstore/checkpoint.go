@@ -32,21 +32,13 @@ func (c *Checkpoints) Create(ctx context.Context, r checkpoint.Record) (checkpoi
 	if err := c.s.check(ctx); err != nil {
 		return checkpoint.Record{}, false, err
 	}
-	k := c.key(r.Key)
-	// Listed first: a key listed whose record is missing is skipped.
-	if err := c.s.rdb.ZAdd(ctx, c.s.p+"cks", redis.Z{Member: r.Key}).Err(); err != nil {
-		return checkpoint.Record{}, false, err
-	}
-	created, err := c.s.rdb.HSetNX(ctx, k, "spec", string(r.Spec)).Result()
+	// One script: the record and its place in the list, or nothing.
+	n, err := c.s.run(ctx, "ckcreate", r.Key, string(r.Spec), string(r.State), r.Cursor, r.Recipients, r.Enqueued, r.Invalid,
+		b2s(r.Done), us(r.Created))
 	if err != nil {
 		return checkpoint.Record{}, false, err
 	}
-	if created {
-		if err := c.s.rdb.HSet(ctx, k, "state", string(r.State), "cursor", r.Cursor, "recipients", r.Recipients,
-			"enqueued", r.Enqueued, "invalid", r.Invalid, "done", b2s(r.Done), "created", us(r.Created)).Err(); err != nil {
-			return checkpoint.Record{}, false, err
-		}
-	}
+	created := n == int64(1)
 	got, err := c.Get(ctx, r.Key)
 	return got, created, err
 }
@@ -87,7 +79,7 @@ func (c *Checkpoints) List(ctx context.Context, after string, limit int) ([]chec
 	out := make([]checkpoint.Record, 0, len(keys))
 	for _, k := range keys {
 		r, err := c.Get(ctx, k)
-		if errors.Is(err, checkpoint.ErrNotFound) {
+		if errors.Is(err, checkpoint.ErrNotFound) { // removed by hand
 			continue
 		}
 		if err != nil {

@@ -252,3 +252,14 @@ end
 redis.call('DEL', pg, z)
 redis.call('HINCRBY', ck, 'cancelled', left)
 return 1
+
+--@@ ckcreate
+-- ARGV: key spec state cursor recipients enqueued invalid done created.
+-- A fan-out's record and its key in the list ({p}cks), unless the key
+-- exists: 1 when created, 0 when not.
+local ck = p .. 'ck:' .. ARGV[1]
+if redis.call('EXISTS', ck) == 1 then return 0 end
+redis.call('HSET', ck, 'spec', ARGV[2], 'state', ARGV[3], 'cursor', ARGV[4], 'recipients', ARGV[5], 'enqueued', ARGV[6],
+  'invalid', ARGV[7], 'done', ARGV[8], 'created', ARGV[9])
+redis.call('ZADD', p .. 'cks', 0, ARGV[1])
+return 1
