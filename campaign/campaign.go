@@ -46,6 +46,9 @@ var (
 	ErrConflict = errors.New("campaign: key already used for a different campaign")
 	// ErrStopped: Run returned because the campaign is paused or cancelled.
 	ErrStopped = errors.New("campaign: paused or cancelled")
+	// ErrElsewhere: Run returned because another runner (another
+	// process) holds the campaign's lease and runs it.
+	ErrElsewhere = errors.New("campaign: run by another runner")
 )
 
 // Recipient is one member of an audience: who (User, for caps,

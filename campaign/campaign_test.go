@@ -339,6 +339,43 @@ func TestStagedAheadOfTheRateAndCancelDropsTheRest(t *testing.T) {
 	require.ErrorIs(t, f.r.Run(ctx, c.Key), campaign.ErrStopped)
 }
 
+// One runner at a time runs a campaign: a second runner (another
+// process, another owner) is refused while the first holds the lease,
+// and takes the campaign once the first gives it up; a runner whose
+// lease is taken stops.
+func TestOneRunnerAtATime(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, map[string]campaign.Iterator{"all": campaigntest.Audience{N: 400}})
+	other, err := campaign.New(&campaign.Config{Dispatcher: f.kit.Dispatcher, Store: f.db.Checkpoints(), Owner: "other",
+		Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: 400}}, Lease: 300 * time.Millisecond})
+	require.NoError(t, err)
+	c := spring("all")
+	c.Content.Email, c.PerSecond = nil, 100 // four seconds
+	_, err = f.r.Create(context.Background(), c)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.r.Run(ctx, c.Key) }()
+	require.Eventually(t, func() bool { st, _ := f.r.Status(ctx, c.Key); return st.Enqueued > 0 }, 5*time.Second, time.Millisecond)
+	require.ErrorIs(t, other.Run(context.Background(), c.Key), campaign.ErrElsewhere)
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+
+	// The first runner gave the lease up: the other takes the campaign.
+	// Its own lease is short; taken behind its back (by "thief"), it stops.
+	ran := make(chan error, 1)
+	go func() { ran <- other.Run(context.Background(), c.Key) }()
+	require.Eventually(t, func() bool {
+		ok, err := f.db.Checkpoints().Claim(context.Background(), c.Key, "thief", time.Now().Add(time.Hour), time.Now().Add(2*time.Hour))
+		return err == nil && ok
+	}, 5*time.Second, 20*time.Millisecond)
+	require.ErrorIs(t, <-ran, campaign.ErrElsewhere)
+	st, err := f.r.Status(context.Background(), c.Key)
+	require.NoError(t, err)
+	require.Equal(t, campaign.Running, st.State)
+	require.Less(t, st.Enqueued, 400)
+}
+
 // A slow campaign trickles: a tenth of a second's worth at a time, not a
 // page at once after a page's worth of waiting.
 func TestASlowCampaignTrickles(t *testing.T) {

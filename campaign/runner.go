@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -48,8 +50,18 @@ type Config struct {
 	// limit, younger ones wait behind it. Transactional messages are
 	// never counted (they do not go through campaigns).
 	MarketingPerSecond float64
-	Logger             *slog.Logger
-	Now                func() time.Time
+	// Owner names this runner in a campaign's lease: one runner at a time
+	// runs a campaign (Run returns ErrElsewhere while another holds it).
+	// Give a process that restarts the same Owner (heraldd uses its host
+	// and listen address) so it takes its campaigns back at once; a
+	// lease it left expires after Lease. Default: host, process ID and a
+	// random suffix.
+	Owner string
+	// Lease is how long a runner's hold on a campaign lasts without
+	// renewal (renewed every third of it while it runs). Default 30 s.
+	Lease  time.Duration
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Runner creates campaigns and fans them out.
@@ -70,6 +82,13 @@ func New(cfg *Config) (*Runner, error) {
 	}
 	r := &Runner{cfg: *cfg, cancelled: map[string]cancelState{}}
 	r.cfg.PageSize = cmp.Or(r.cfg.PageSize, 500)
+	r.cfg.Lease = cmp.Or(r.cfg.Lease, 30*time.Second)
+	if r.cfg.Owner == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = crand.Read(b[:])
+		r.cfg.Owner = fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+	}
 	if r.cfg.MarketingPerSecond < 0 {
 		return nil, errors.New("campaign: New: MarketingPerSecond is negative")
 	}
@@ -266,8 +285,13 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 	case Paused, Cancelled:
 		return ErrStopped
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	held, err := r.hold(ctx, key, cancel)
+	if err != nil {
+		return err
+	}
+	defer held()
 	staged := make(chan struct{}, 1) // a page was staged
 	stageOver := make(chan struct{})
 	var stageErr error
@@ -278,10 +302,13 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		}
 	}()
 	err = r.drain(ctx, key, c, tpl, lim, place, staged, stageOver, &stageErr)
-	cancel()
+	cancel(nil)
 	<-stageOver
 	if err == nil {
 		err = stageErr
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, ErrElsewhere) {
+		return cause
 	}
 	if err != nil {
 		return err
@@ -298,6 +325,49 @@ func (r *Runner) Run(ctx context.Context, key string) error {
 		return fmt.Errorf("campaign %s: the fan-out stopped before the audience's end", key)
 	}
 	return r.cfg.Store.SetState(context.WithoutCancel(ctx), key, Done)
+}
+
+// hold takes the campaign's lease for this runner and renews it while
+// the run lasts; losing it ends the run (cancel with ErrElsewhere). The
+// returned func stops the renewal and gives the lease up. Leases are on
+// the wall clock (time.Now, not Config.Now): they are between processes.
+func (r *Runner) hold(ctx context.Context, key string, cancel context.CancelCauseFunc) (release func(), err error) {
+	owner, lease := r.cfg.Owner, r.cfg.Lease
+	now := time.Now()
+	ok, err := r.cfg.Store.Claim(ctx, key, owner, now, now.Add(lease))
+	if err != nil {
+		return nil, mapNotFound(err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: campaign %s", ErrElsewhere, key)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			now := time.Now()
+			ok, err := r.cfg.Store.Claim(ctx, key, owner, now, now.Add(lease))
+			if err == nil && !ok {
+				cancel(fmt.Errorf("%w: campaign %s (its lease was taken)", ErrElsewhere, key))
+				return
+			}
+			// A failed renewal (store down) is tried again at the next
+			// tick; the lease outlives two of them.
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		now := time.Now()
+		_, _ = r.cfg.Store.Claim(context.WithoutCancel(ctx), key, owner, now, now)
+	}, nil
 }
 
 // stateEvery is how often a fan-out reads its campaign's state again

@@ -88,6 +88,11 @@ type Store interface {
 	Stage(ctx context.Context, key, cursor string, recipients, invalid int, done bool, data []byte, count int) error
 	// Pages returns up to limit staged pages with Seq > after, in order.
 	Pages(ctx context.Context, key string, after int64, limit int) ([]Page, error)
+	// Claim makes owner the fan-out's runner until until, unless another
+	// owner holds it past now; it reports whether owner holds it after the
+	// call. The holder renews with the same call; it gives the fan-out up
+	// with until = now. ErrNotFound for an unknown key.
+	Claim(ctx context.Context, key, owner string, now, until time.Time) (bool, error)
 	// Drain returns an Enqueuer whose Enqueue makes its jobs durable and,
 	// in the same write, moves page seq to offset (dropping it once
 	// offset reaches its Count), adding the jobs created to Enqueued, the
@@ -120,6 +125,12 @@ type MemoryStore struct {
 	closed bool
 	byKey  map[string]Record
 	pages  map[string][]Page // by key, in Seq order
+	leases map[string]lease
+}
+
+type lease struct {
+	owner string
+	until time.Time
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -127,7 +138,7 @@ var _ Store = (*MemoryStore)(nil)
 // NewMemoryStore returns a store whose checkpoints enqueue through queue
 // (the Dispatcher's store: retry.NewMemoryStore in tests).
 func NewMemoryStore(queue retry.Enqueuer) *MemoryStore {
-	return &MemoryStore{queue: queue, byKey: map[string]Record{}, pages: map[string][]Page{}}
+	return &MemoryStore{queue: queue, byKey: map[string]Record{}, pages: map[string][]Page{}, leases: map[string]lease{}}
 }
 
 // Create implements Store.
@@ -220,6 +231,23 @@ func (s *MemoryStore) Stage(_ context.Context, key, cursor string, recipients, i
 	r.Invalid += invalid
 	s.byKey[key] = r
 	return nil
+}
+
+// Claim implements Store.
+func (s *MemoryStore) Claim(_ context.Context, key, owner string, now, until time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, ErrClosed
+	}
+	if _, ok := s.byKey[key]; !ok {
+		return false, ErrNotFound
+	}
+	if l := s.leases[key]; l.owner != owner && l.until.After(now) {
+		return false, nil
+	}
+	s.leases[key] = lease{owner: owner, until: until}
+	return true, nil
 }
 
 // Pages implements Store.

@@ -132,6 +132,28 @@ func (s *checkpointStore) Stage(ctx context.Context, key, cursor string, recipie
 	}, nil)
 }
 
+// Claim implements checkpoint.Store.
+func (s *checkpointStore) Claim(ctx context.Context, key, owner string, now, until time.Time) (bool, error) {
+	ok := false
+	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
+		res, err := c.ExecContext(ctx, `UPDATE checkpoints SET owner = ?1, lease_until = ?2 WHERE key = ?3 AND (owner = ?1 OR lease_until <= ?4)`,
+			owner, nanos(until), key, nanos(now))
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		if ok = n == 1; ok {
+			return nil
+		}
+		var one int
+		if err := c.QueryRowContext(ctx, `SELECT 1 FROM checkpoints WHERE key = ?`, key).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return checkpoint.ErrNotFound
+		}
+		return nil
+	}, nil)
+	return ok, err
+}
+
 // Pages implements checkpoint.Store.
 func (s *checkpointStore) Pages(ctx context.Context, key string, after int64, limit int) ([]checkpoint.Page, error) {
 	if s.db.isClosed() {

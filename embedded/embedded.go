@@ -207,6 +207,12 @@ func (db *DB) open() error {
 	if err := db.migrate(ctx); err != nil {
 		return db.classify(err)
 	}
+	// This process holds the file's lock: whoever held a fan-out's lease
+	// before it is gone, so the leases are given back (as its running
+	// jobs are).
+	if _, err := db.w.ExecContext(ctx, `UPDATE checkpoints SET owner = '', lease_until = 0 WHERE owner <> ''`); err != nil {
+		return db.classify(err)
+	}
 	if db.begin, err = db.w.PrepareContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return db.classify(err)
 	}
@@ -409,6 +415,12 @@ CREATE TABLE checkpoint_pages (
 	data  BLOB    NOT NULL,
 	UNIQUE (key, seq)
 );
+`,
+	// 12: a fan-out's runner holds a lease on it (one process runs a
+	// campaign at a time).
+	`
+ALTER TABLE checkpoints ADD COLUMN owner       TEXT    NOT NULL DEFAULT '';
+ALTER TABLE checkpoints ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
 `,
 }
 

@@ -112,6 +112,17 @@ func (s *checkpointStore) Stage(ctx context.Context, key, cursor string, recipie
 	})
 }
 
+// Claim implements checkpoint.Store.
+func (s *checkpointStore) Claim(ctx context.Context, key, owner string, now, until time.Time) (bool, error) {
+	var ok, exists bool
+	err := s.db.pool.QueryRow(ctx, `WITH c AS (UPDATE `+s.t+` SET owner = $2, lease_until = $3 WHERE key = $1 AND (owner = $2 OR lease_until <= $4) RETURNING 1)
+		SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM `+s.t+` WHERE key = $1)`, key, owner, until, now).Scan(&ok, &exists)
+	if err == nil && !exists {
+		err = checkpoint.ErrNotFound
+	}
+	return ok, err
+}
+
 // Pages implements checkpoint.Store.
 func (s *checkpointStore) Pages(ctx context.Context, key string, after int64, limit int) ([]checkpoint.Page, error) {
 	rows, err := s.db.pool.Query(ctx, `SELECT seq, count, off, data FROM `+s.pages+` WHERE key = $1 AND seq > $2 ORDER BY seq LIMIT $3`, key, after, limit)

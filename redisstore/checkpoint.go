@@ -136,6 +136,18 @@ func (c *Checkpoints) Stage(ctx context.Context, key, cursor string, recipients,
 	return notFound(err)
 }
 
+// Claim implements checkpoint.Store: one script reads and moves the lease.
+func (c *Checkpoints) Claim(ctx context.Context, key, owner string, now, until time.Time) (bool, error) {
+	if err := c.s.check(ctx); err != nil {
+		return false, err
+	}
+	n, err := c.s.run(ctx, "ckclaim", key, owner, now.UnixMicro(), until.UnixMicro())
+	if err != nil {
+		return false, notFound(err)
+	}
+	return n == int64(1), nil
+}
+
 // Pages implements checkpoint.Store.
 func (c *Checkpoints) Pages(ctx context.Context, key string, after int64, limit int) ([]checkpoint.Page, error) {
 	if err := c.s.check(ctx); err != nil {

@@ -263,3 +263,14 @@ redis.call('HSET', ck, 'spec', ARGV[2], 'state', ARGV[3], 'cursor', ARGV[4], 're
   'invalid', ARGV[7], 'done', ARGV[8], 'created', ARGV[9])
 redis.call('ZADD', p .. 'cks', 0, ARGV[1])
 return 1
+
+--@@ ckclaim
+-- ARGV: key owner now until (microseconds). The fan-out's lease goes to
+-- owner unless another owner holds it past now: 1 when owner holds it
+-- after the call, 0 when not.
+local ck = p .. 'ck:' .. ARGV[1]
+if redis.call('EXISTS', ck) == 0 then return redis.error_reply('checkpoint: not found') end
+local h = redis.call('HMGET', ck, 'owner', 'lease_until')
+if h[1] and h[1] ~= ARGV[2] and tonumber(h[2] or '0') > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', ck, 'owner', ARGV[2], 'lease_until', ARGV[4])
+return 1

@@ -97,12 +97,14 @@ func (s *Server) createCampaign(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusAccepted, map[string]any{"key": c.Key, "state": st.State})
 }
 
-// run fans a campaign out in the background (once per key at a time).
-func (s *Server) run(key string) {
+// run fans a campaign out in the background (once per key at a time in
+// this process; the campaign's lease keeps other processes out). It
+// reports whether it started a run.
+func (s *Server) run(key string) bool {
 	s.runMu.Lock()
 	defer s.runMu.Unlock()
 	if s.runs[key] != nil {
-		return
+		return false
 	}
 	ctx, cancel := context.WithCancel(s.runCtx)
 	s.runs[key] = cancel
@@ -113,10 +115,11 @@ func (s *Server) run(key string) {
 			s.runMu.Unlock()
 			cancel()
 		}()
-		if err := s.campaigns.Run(ctx, key); err != nil && !errors.Is(err, campaign.ErrStopped) && ctx.Err() == nil {
+		if err := s.campaigns.Run(ctx, key); err != nil && !errors.Is(err, campaign.ErrStopped) && !errors.Is(err, campaign.ErrElsewhere) && ctx.Err() == nil {
 			s.log.Warn("heraldd: campaign fan-out stopped", "campaign", key, "err", err)
 		}
 	}()
+	return true
 }
 
 func (s *Server) stopRuns() {

@@ -47,11 +47,13 @@ type Server struct {
 	runMu   sync.Mutex
 	runs    map[string]context.CancelFunc
 	runCtx  context.Context
+	rescan  sync.WaitGroup // the loop that resumes campaigns
 	started time.Time
 	// lastProgress is when a worker last finished an attempt (unix nanos).
 	lastProgress atomic.Int64
 	handler      http.Handler
 	closeOnce    sync.Once
+	closed       chan struct{}
 }
 
 // NewLogger returns the configured logger on w.
@@ -114,13 +116,16 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		s.closeStores()
 		return nil, err
 	}
+	// The same host and address after a restart is the same owner: it
+	// takes its campaigns' leases back at once.
+	host, _ := os.Hostname()
 	s.campaigns, err = campaign.New(&campaign.Config{Dispatcher: s.d, Store: s.st.checkpoints,
-		StoredAudiences: s.st.audiences, Logger: log})
+		StoredAudiences: s.st.audiences, Logger: log, Owner: "heraldd@" + host + "/" + cfg.Listen})
 	if err != nil {
 		s.closeStores()
 		return nil, err
 	}
-	s.runs, s.runCtx = map[string]context.CancelFunc{}, context.Background()
+	s.runs, s.runCtx, s.closed = map[string]context.CancelFunc{}, context.Background(), make(chan struct{})
 	if cfg.Inbox.TokenKey != "" {
 		key, _ := ResolveSecret(cfg.Inbox.TokenKey)
 		s.tokens = &inbox.Tokens{Key: key, TTL: cmp.Or(time.Duration(cfg.Inbox.TokenTTL), time.Hour)}
@@ -159,8 +164,35 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.d.Start(ctx); err != nil {
 		return err
 	}
-	return s.resumeCampaigns(ctx)
+	if err := s.resumeCampaigns(ctx); err != nil {
+		return err
+	}
+	// Again every lease period: a campaign whose runner (another
+	// heraldd on the same database) died is taken over once its lease
+	// lapses.
+	s.rescan.Add(1)
+	go func() {
+		defer s.rescan.Done()
+		t := time.NewTicker(resumeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.closed:
+				return
+			case <-t.C:
+				if err := s.resumeCampaigns(ctx); err != nil {
+					s.log.Warn("heraldd: campaigns to resume", "err", err)
+				}
+			}
+		}
+	}()
+	return nil
 }
+
+// resumeEvery is how often heraldd looks for running campaigns no one runs.
+const resumeEvery = 30 * time.Second
 
 // resumeCampaigns runs every campaign in the running state.
 func (s *Server) resumeCampaigns(ctx context.Context) error {
@@ -171,9 +203,8 @@ func (s *Server) resumeCampaigns(ctx context.Context) error {
 			return fmt.Errorf("heraldd: campaigns to resume: %w", err)
 		}
 		for _, c := range cs {
-			if c.State == campaign.Running {
-				s.log.Info("heraldd: campaign resumed", "campaign", c.Campaign.Key)
-				s.run(c.Campaign.Key)
+			if c.State == campaign.Running && s.run(c.Campaign.Key) {
+				s.log.Debug("heraldd: campaign run started (it runs unless another process holds its lease)", "campaign", c.Campaign.Key)
 			}
 		}
 		if len(cs) < page {
@@ -191,6 +222,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.rescan.Wait()
 		s.stopRuns()
 		err = s.d.Stop(ctx)
 		s.closeStores()

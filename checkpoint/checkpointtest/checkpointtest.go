@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 		{"PagesStageAndDrainWithTheirJobs", testPages},
 		{"CancelDropsPages", testCancelPages},
 		{"ListInKeyOrder", testList},
+		{"ClaimIsALease", testClaim},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -281,5 +282,32 @@ func testList(t *testing.T, s checkpoint.Store, _ retry.Store) {
 	}
 	if got := fmt.Sprint(keys); got != "[b c1 c2 c3]" {
 		t.Fatalf("listed %s, want [b c1 c2 c3]", got)
+	}
+}
+
+// testClaim: one owner at a time; the holder renews and gives up; an
+// expired lease goes to whoever claims it.
+func testClaim(t *testing.T, s checkpoint.Store, _ retry.Store) {
+	if _, _, err := s.Create(ctx, rec("c1")); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(owner string, now, until time.Time, want bool) {
+		t.Helper()
+		ok, err := s.Claim(ctx, "c1", owner, now, until)
+		if err != nil || ok != want {
+			t.Fatalf("Claim by %s at %s until %s: %v %v, want %v", owner, now.Format(time.TimeOnly), until.Format(time.TimeOnly), ok, err, want)
+		}
+	}
+	t0 := base
+	claim("a", t0, t0.Add(30*time.Second), true)
+	claim("b", t0.Add(time.Second), t0.Add(31*time.Second), false)   // held
+	claim("a", t0.Add(10*time.Second), t0.Add(40*time.Second), true) // renewed
+	claim("b", t0.Add(35*time.Second), t0.Add(65*time.Second), false)
+	claim("b", t0.Add(41*time.Second), t0.Add(71*time.Second), true) // a's lease expired: b takes it
+	claim("a", t0.Add(42*time.Second), t0.Add(72*time.Second), false)
+	claim("b", t0.Add(43*time.Second), t0.Add(43*time.Second), true) // b gives it up
+	claim("a", t0.Add(44*time.Second), t0.Add(74*time.Second), true)
+	if _, err := s.Claim(ctx, "ghost", "a", t0, t0.Add(time.Second)); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Fatalf("Claim of an unknown key: %v", err)
 	}
 }
