@@ -378,10 +378,11 @@ const stateEvery = 50 * time.Millisecond
 // stage reads the audience from the campaign's cursor to its end, a page
 // at a time, storing each page's checked messages with the cursor after
 // it, and signals staged after each. It stops (ErrStopped) when the
-// campaign is paused or cancelled (seen within stateEvery). Pages are pipelined: while one page's
-// write is in the store's writer, the next is read, rendered, checked
-// and encoded; its write waits for the one before (and is not made if
-// that one failed), so the cursor moves in order.
+// campaign is paused or cancelled (seen within stateEvery). Pages are
+// pipelined: while one page's write is in the store's writer, the next is
+// read, rendered, checked and encoded; its write waits for the one
+// before (and is not made if that one failed), so the cursor moves in
+// order.
 func (r *Runner) stage(ctx context.Context, key string, st Status, it Iterator, tpl *templates, staged chan<- struct{}) error {
 	c := &st.Campaign
 	var inFlight *pageWrite
@@ -435,14 +436,9 @@ func (r *Runner) stage(ctx context.Context, key string, st Status, it Iterator, 
 		w := &pageWrite{done: make(chan struct{}), after: inFlight, invalid: invalid}
 		go func() {
 			defer close(w.done)
-			if a := w.after; a != nil {
-				<-a.done
-				if a.err != nil {
-					w.err = errPageBefore
-					return
-				}
+			if w.err = w.after.wait(ctx); w.err == nil {
+				w.err = r.cfg.Store.Stage(ctx, key, next, len(rs), invalid, next == "", data, count)
 			}
-			w.err = r.cfg.Store.Stage(ctx, key, next, len(rs), invalid, next == "", data, count)
 		}()
 		if err := settle(); err != nil {
 			<-w.done
@@ -701,16 +697,28 @@ func inOrder(e retry.Enqueuer, after *pageWrite) retry.Enqueuer {
 		return e
 	}
 	return retry.EnqueuerFunc(func(ctx context.Context, jobs []*retry.Job, since time.Time) ([]retry.EnqueueResult, error) {
-		select {
-		case <-after.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if after.err != nil {
-			return nil, errPageBefore
+		if err := after.wait(ctx); err != nil {
+			return nil, err
 		}
 		return e.Enqueue(ctx, jobs, since)
 	})
+}
+
+// wait waits for the write before (none: nil) to land: errPageBefore if
+// it failed. It waits even when ctx ends (a store's write always ends),
+// so a chain of writes ends in order and none outlives its Run.
+func (w *pageWrite) wait(ctx context.Context) error {
+	if w == nil {
+		return nil
+	}
+	<-w.done
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if w.err != nil {
+		return errPageBefore
+	}
+	return nil
 }
 
 // pageWrite is a staged page on its way into the store.
