@@ -155,8 +155,11 @@ func (d *Dispatcher) send(ctx context.Context, tx retry.Enqueuer, ms []Message) 
 // (Config.Queue.MaxPayloadBytes), which needs the encoding and which
 // Send checks. A host that stores messages to send later (a campaign's
 // staged pages) checks them with it. Its errors are Send's *FieldError.
-func (d *Dispatcher) Check(m *Message) error {
-	if err := d.checkEnvelope(m, d.cfg.Now()); err != nil {
+func (d *Dispatcher) Check(m *Message) error { return d.check(m, d.cfg.Now()) }
+
+// check is every rule of the door but the encoded size.
+func (d *Dispatcher) check(m *Message, now time.Time) error {
+	if err := d.checkEnvelope(m, now); err != nil {
 		return err
 	}
 	return d.checkChannel(m)
@@ -176,10 +179,7 @@ func (d *Dispatcher) inboxItem(m *Message, now time.Time) inbox.Item {
 
 // prepare validates m and builds its job.
 func (d *Dispatcher) prepare(m *Message, now time.Time) (retry.EnqueueParams, error) {
-	if err := d.checkEnvelope(m, now); err != nil {
-		return retry.EnqueueParams{}, err
-	}
-	if err := d.checkChannel(m); err != nil {
+	if err := d.check(m, now); err != nil {
 		return retry.EnqueueParams{}, err
 	}
 	return d.job(m, now)
