@@ -445,7 +445,7 @@ func TestTheMarketingLimitLeavesTheRestToYoungerCampaigns(t *testing.T) {
 	slow, fast := spring("all"), spring("few")
 	slow.Key, fast.Key = "slow", "fast"
 	slow.Content.Email, fast.Content.Email = nil, nil
-	slow.PerSecond = 250 // four seconds in all, far below the shared 4,000/s (and long enough for the younger under -race on a loaded machine)
+	slow.PerSecond = 25 // forty seconds in all, far below the shared 4,000/s; paused once the younger is done
 	_, err = r.Create(ctx, slow)
 	require.NoError(t, err)
 	kit.Clock.Advance(time.Second)
@@ -456,5 +456,6 @@ func TestTheMarketingLimitLeavesTheRestToYoungerCampaigns(t *testing.T) {
 	require.NoError(t, r.Run(ctx, "fast"))
 	st, _ := r.Status(ctx, "slow")
 	require.Less(t, st.Enqueued, 1000, "the younger campaign finished while the older one was still pacing itself")
-	require.NoError(t, <-slowDone)
+	require.NoError(t, r.Pause(ctx, "slow"))
+	require.ErrorIs(t, <-slowDone, campaign.ErrStopped)
 }
