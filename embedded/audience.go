@@ -21,7 +21,7 @@ func (db *DB) Audiences() audience.Store { return &audienceStore{db: db} }
 func (s *audienceStore) Upload(ctx context.Context, aud, id string, ms []audience.Member) (bool, error) {
 	dup := false
 	err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		r, err := c.ExecContext(ctx, `INSERT OR IGNORE INTO audience_uploads (audience, upload_id) VALUES (?, ?)`, aud, id)
+		r, err := s.db.wexec(ctx, `INSERT OR IGNORE INTO audience_uploads (audience, upload_id) VALUES (?, ?)`, aud, id)
 		if err != nil {
 			return err
 		}
@@ -35,7 +35,7 @@ func (s *audienceStore) Upload(ctx context.Context, aud, id string, ms []audienc
 			if err != nil {
 				return err
 			}
-			if _, err := c.ExecContext(ctx, `INSERT OR REPLACE INTO audience_members (audience, user, data) VALUES (?, ?, ?)`, aud, m.User, b); err != nil {
+			if _, err := s.db.wexec(ctx, `INSERT OR REPLACE INTO audience_members (audience, user, data) VALUES (?, ?, ?)`, aud, m.User, b); err != nil {
 				return err
 			}
 		}
@@ -48,7 +48,7 @@ func (s *audienceStore) Upload(ctx context.Context, aud, id string, ms []audienc
 func (s *audienceStore) Remove(ctx context.Context, aud string, users []string) error {
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
 		for _, u := range users {
-			if _, err := c.ExecContext(ctx, `DELETE FROM audience_members WHERE audience = ? AND user = ?`, aud, u); err != nil {
+			if _, err := s.db.wexec(ctx, `DELETE FROM audience_members WHERE audience = ? AND user = ?`, aud, u); err != nil {
 				return err
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/internal/bench"
 	"github.com/heraldhq/herald/retry"
@@ -215,4 +216,54 @@ func BenchmarkIngest(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "requests/s")
 	b.ReportMetric(10*float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkDrainPart is a campaign's drained part in the store's writer:
+// 20 jobs (about 1 KB each, as a push campaign's) enqueued in the same
+// write as their staged page's offset (a page of 100, ~25 KB), beside the
+// same 20 jobs enqueued alone. ns/op is one part, its commit included.
+func BenchmarkDrainPart(b *testing.B) {
+	for _, paged := range []bool{false, true} {
+		b.Run(fmt.Sprintf("paged=%v", paged), func(b *testing.B) { benchDrainPart(b, paged) })
+	}
+}
+
+func benchDrainPart(b *testing.B, paged bool) {
+	db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+	cks := db.Checkpoints()
+	if _, _, err := cks.Create(ctx, checkpoint.Record{Key: "c", Spec: []byte(strings.Repeat("s", 2000)), Created: time.Now()}); err != nil {
+		b.Fatal(err)
+	}
+	const part, page = 20, 100
+	page0 := []byte(strings.Repeat("p", 25000))
+	payload := []byte(strings.Repeat("j", 1000))
+	seq, off := int64(0), page
+	b.ResetTimer()
+	for i := range b.N {
+		if off == page && paged {
+			b.StopTimer()
+			if err := cks.Stage(ctx, "c", strconv.Itoa(i), page, 0, false, page0, page); err != nil {
+				b.Fatal(err)
+			}
+			seq, off = seq+1, 0
+			b.StartTimer()
+		}
+		jobs := make([]*retry.Job, part)
+		for j := range jobs {
+			jobs[j] = &retry.Job{Kind: "push", Lane: "campaign", Payload: payload, IdempotencyKey: fmt.Sprintf("c/%d/%d", i, j), MaxAttempts: 5, RunAt: time.Now()}
+		}
+		off += part
+		var e retry.Enqueuer = db.Retry()
+		if paged {
+			e = cks.Drain("c", seq, off, 0)
+		}
+		if _, err := e.Enqueue(ctx, jobs, time.Time{}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

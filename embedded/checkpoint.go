@@ -118,16 +118,19 @@ func (s *checkpointStore) SetState(ctx context.Context, key string, state checkp
 func (s *checkpointStore) Stage(ctx context.Context, key, cursor string, recipients, invalid int, done bool, data []byte, count int) error {
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
 		var seq int64
-		err := c.QueryRowContext(ctx, `UPDATE checkpoints SET cursor = ?, recipients = recipients + ?, invalid = invalid + ?,
-			done = max(done, ?), staged = staged + ?, pages = pages + ? WHERE key = ? RETURNING pages`,
-			cursor, recipients, invalid, b2i(done), count, b2i(count > 0), key).Scan(&seq)
+		st, err := s.db.wprep(ctx, `UPDATE checkpoints SET cursor = ?, recipients = recipients + ?, invalid = invalid + ?,
+			done = max(done, ?), staged = staged + ?, pages = pages + ? WHERE key = ? RETURNING pages`)
+		if err != nil {
+			return err
+		}
+		err = st.QueryRowContext(ctx, cursor, recipients, invalid, b2i(done), count, b2i(count > 0), key).Scan(&seq)
 		if errors.Is(err, sql.ErrNoRows) {
 			return checkpoint.ErrNotFound
 		}
 		if err != nil || count == 0 {
 			return err
 		}
-		_, err = c.ExecContext(ctx, `INSERT INTO checkpoint_pages (key, seq, count, off, data) VALUES (?, ?, ?, 0, ?)`, key, seq, count, data)
+		_, err = s.db.wexec(ctx, `INSERT INTO checkpoint_pages (key, seq, count, off, data) VALUES (?, ?, ?, 0, ?)`, key, seq, count, data)
 		return err
 	}, nil)
 }
@@ -182,7 +185,11 @@ func (s *checkpointStore) Drain(key string, seq int64, offset, invalid int) retr
 		var res []retry.EnqueueResult
 		err := s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
 			var count, off int
-			err := c.QueryRowContext(ctx, `SELECT count, off FROM checkpoint_pages WHERE key = ? AND seq = ?`, key, seq).Scan(&count, &off)
+			st, err := s.db.wprep(ctx, `SELECT count, off FROM checkpoint_pages WHERE key = ? AND seq = ?`)
+			if err != nil {
+				return err
+			}
+			err = st.QueryRowContext(ctx, key, seq).Scan(&count, &off)
 			if errors.Is(err, sql.ErrNoRows) || err == nil && (offset <= off || offset > count) {
 				return checkpoint.ErrNotFound
 			}
@@ -193,14 +200,14 @@ func (s *checkpointStore) Drain(key string, seq int64, offset, invalid int) retr
 				return err
 			}
 			if offset == count {
-				_, err = c.ExecContext(ctx, `DELETE FROM checkpoint_pages WHERE key = ? AND seq = ?`, key, seq)
+				_, err = s.db.wexec(ctx, `DELETE FROM checkpoint_pages WHERE key = ? AND seq = ?`, key, seq)
 			} else {
-				_, err = c.ExecContext(ctx, `UPDATE checkpoint_pages SET off = ? WHERE key = ? AND seq = ?`, offset, key, seq)
+				_, err = s.db.wexec(ctx, `UPDATE checkpoint_pages SET off = ? WHERE key = ? AND seq = ?`, offset, key, seq)
 			}
 			if err != nil {
 				return err
 			}
-			_, err = c.ExecContext(ctx, `UPDATE checkpoints SET enqueued = enqueued + ?, drained = drained + ?, invalid = invalid + ? WHERE key = ?`,
+			_, err = s.db.wexec(ctx, `UPDATE checkpoints SET enqueued = enqueued + ?, drained = drained + ?, invalid = invalid + ? WHERE key = ?`,
 				checkpoint.Created(res), offset-off, invalid, key)
 			return err
 		}, func() { s.db.retry.admit(jobs, res) })
@@ -221,7 +228,7 @@ func (s *checkpointStore) Checkpoint(key, cursor string, recipients, invalid int
 			if res, err = s.db.retry.enqueueIn(ctx, jobs, since); err != nil {
 				return err
 			}
-			r, err := c.ExecContext(ctx, `UPDATE checkpoints SET cursor = ?, recipients = recipients + ?, invalid = invalid + ?,
+			r, err := s.db.wexec(ctx, `UPDATE checkpoints SET cursor = ?, recipients = recipients + ?, invalid = invalid + ?,
 				enqueued = enqueued + ?, done = max(done, ?) WHERE key = ?`, cursor, recipients, invalid, checkpoint.Created(res), b2i(done), key)
 			if err != nil {
 				return err

@@ -31,7 +31,7 @@ func (s *eligibilityStore) read(ctx context.Context) error {
 func (s *eligibilityStore) Suppress(ctx context.Context, ss ...eligibility.Suppression) error {
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
 		for _, x := range ss {
-			if _, err := c.ExecContext(ctx, `INSERT OR REPLACE INTO eligibility_suppressions (key, channel, masked, reason, source, at)
+			if _, err := s.db.wexec(ctx, `INSERT OR REPLACE INTO eligibility_suppressions (key, channel, masked, reason, source, at)
 				VALUES (?, ?, ?, ?, ?, ?)`, x.Key, x.Channel, x.Masked, x.Reason, x.Source, x.At.UnixNano()); err != nil {
 				return err
 			}
@@ -43,7 +43,7 @@ func (s *eligibilityStore) Suppress(ctx context.Context, ss ...eligibility.Suppr
 // Unsuppress implements eligibility.Store.
 func (s *eligibilityStore) Unsuppress(ctx context.Context, key string) error {
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		_, err := c.ExecContext(ctx, `DELETE FROM eligibility_suppressions WHERE key = ?`, key)
+		_, err := s.db.wexec(ctx, `DELETE FROM eligibility_suppressions WHERE key = ?`, key)
 		return err
 	}, nil)
 }
@@ -74,7 +74,7 @@ func (s *eligibilityStore) SetPreference(ctx context.Context, p eligibility.Pref
 		out = 1
 	}
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		_, err := c.ExecContext(ctx, `INSERT INTO eligibility_preferences (user, topic, opted_out, at) VALUES (?, ?, ?, ?)
+		_, err := s.db.wexec(ctx, `INSERT INTO eligibility_preferences (user, topic, opted_out, at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (user, topic) DO UPDATE SET opted_out = excluded.opted_out, at = excluded.at WHERE excluded.at >= at`,
 			p.User, p.Topic, out, p.At.UnixNano())
 		return err

@@ -91,7 +91,8 @@ type DB struct {
 	wdb               *sql.DB   // one connection, used only by the writer goroutine
 	w                 *sql.Conn //
 	begin, commitStmt *sql.Stmt
-	rdb               *sql.DB // readers (WAL lets them run beside the writer)
+	wstmts            map[string]*sql.Stmt // prepared on w by wprep; the writer goroutine's own
+	rdb               *sql.DB              // readers (WAL lets them run beside the writer)
 
 	mu     sync.RWMutex // guards closed and sends on ops
 	closed bool
@@ -508,6 +509,9 @@ func (db *DB) closeHandles() error {
 			_ = st.Close()
 		}
 	}
+	for _, st := range db.wstmts {
+		_ = st.Close()
+	}
 	if db.w != nil {
 		errs = append(errs, db.w.Close())
 	}
@@ -527,6 +531,33 @@ func (db *DB) isClosed() bool {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	return db.closed
+}
+
+// wprep returns q prepared on the writer's connection, preparing it on
+// first use. Only writes (on the writer goroutine) call it: SQLite parses
+// a statement in tens of microseconds, as long as a small write takes.
+func (db *DB) wprep(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := db.wstmts[q]; ok {
+		return st, nil
+	}
+	st, err := db.w.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if db.wstmts == nil {
+		db.wstmts = map[string]*sql.Stmt{}
+	}
+	db.wstmts[q] = st
+	return st, nil
+}
+
+// wexec runs q, prepared once, on the writer's connection.
+func (db *DB) wexec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := db.wprep(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
 }
 
 // op is one write waiting for the group commit.

@@ -46,7 +46,7 @@ func (s *inboxStore) Enqueuer(_ retry.Enqueuer, items []inbox.Item) retry.Enqueu
 				if err != nil {
 					return err
 				}
-				if _, err := c.ExecContext(ctx, `INSERT OR IGNORE INTO inbox_items (user, id, created, expires, read_at, seen_at, archived_at, content)
+				if _, err := s.db.wexec(ctx, `INSERT OR IGNORE INTO inbox_items (user, id, created, expires, read_at, seen_at, archived_at, content)
 					VALUES (?, ?, ?, ?, 0, 0, 0, ?)`, it.User, it.ID, nanos(it.Created), nanos(it.Expires), b); err != nil {
 					return err
 				}

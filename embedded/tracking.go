@@ -124,7 +124,7 @@ func (s *trackingStore) Cursor(ctx context.Context, sink string) (int64, error) 
 // SetCursor implements tracking.Store.
 func (s *trackingStore) SetCursor(ctx context.Context, sink string, seq int64) error {
 	return s.db.write(ctx, func(ctx context.Context, c *sql.Conn) error {
-		_, err := c.ExecContext(ctx, `INSERT INTO tracking_cursors (sink, seq) VALUES (?, ?)
+		_, err := s.db.wexec(ctx, `INSERT INTO tracking_cursors (sink, seq) VALUES (?, ?)
 			ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq`, sink, seq)
 		return err
 	}, nil)
