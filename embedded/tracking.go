@@ -15,22 +15,37 @@ import (
 type trackingStore struct {
 	db  *DB
 	ins *sql.Stmt
+	// The forwarders' reads, prepared once (on each reader connection as
+	// it first runs them): an outbox reads its cursor and the events
+	// after it for every batch it forwards.
+	readEvents, readCursor *sql.Stmt
 }
 
 var _ tracking.Store = (*trackingStore)(nil)
 
 func newTrackingStore(ctx context.Context, db *DB) (*trackingStore, error) {
-	st, err := db.w.PrepareContext(ctx, `INSERT OR IGNORE INTO tracking_events (id, message_id, type, at, campaign, automation, data)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
+	s := &trackingStore{db: db}
+	var err error
+	if s.ins, err = db.w.PrepareContext(ctx, `INSERT OR IGNORE INTO tracking_events (id, message_id, type, at, campaign, automation, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`); err != nil {
 		return nil, fmt.Errorf("prepare tracking insert: %w", err)
 	}
-	return &trackingStore{db: db, ins: st}, nil
+	if s.readEvents, err = db.rdb.PrepareContext(ctx, `SELECT seq, data FROM tracking_events WHERE seq > ? ORDER BY seq LIMIT ?`); err != nil {
+		s.closeStmts()
+		return nil, fmt.Errorf("prepare tracking read: %w", err)
+	}
+	if s.readCursor, err = db.rdb.PrepareContext(ctx, `SELECT seq FROM tracking_cursors WHERE sink = ?`); err != nil {
+		s.closeStmts()
+		return nil, fmt.Errorf("prepare tracking cursor: %w", err)
+	}
+	return s, nil
 }
 
 func (s *trackingStore) closeStmts() {
-	if s.ins != nil {
-		_ = s.ins.Close()
+	for _, st := range []*sql.Stmt{s.ins, s.readEvents, s.readCursor} {
+		if st != nil {
+			_ = st.Close()
+		}
 	}
 }
 
@@ -79,7 +94,7 @@ func (s *trackingStore) Read(ctx context.Context, after int64, limit int) ([]tra
 	if err := s.read(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.rdb.QueryContext(ctx, `SELECT seq, data FROM tracking_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.readEvents.QueryContext(ctx, after, limit)
 	if err != nil {
 		return nil, s.db.classify(err)
 	}
@@ -118,7 +133,15 @@ func (s *trackingStore) Head(ctx context.Context) (int64, error) {
 
 // Cursor implements tracking.Store.
 func (s *trackingStore) Cursor(ctx context.Context, sink string) (int64, error) {
-	return s.scalar(ctx, `SELECT seq FROM tracking_cursors WHERE sink = ?`, sink)
+	if err := s.read(ctx); err != nil {
+		return 0, err
+	}
+	var v int64
+	err := s.readCursor.QueryRowContext(ctx, sink).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
 }
 
 // SetCursor implements tracking.Store.
