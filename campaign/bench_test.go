@@ -175,6 +175,9 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 	var res drainResult
 	done := make(chan struct{})
 	n := int(perSecond) * secs
+	if a, err := strconv.Atoi(os.Getenv("HERALD_DRAIN_AUDIENCE")); err == nil && a > 0 {
+		n = a // a large audience: the stage runs beside the Sends for seconds
+	}
 	if campaigns > 0 {
 		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
 		if err != nil {
