@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldhq/herald/tracking"
 )
@@ -21,7 +24,10 @@ type trackingStore struct {
 	readEvents, readCursor *sql.Stmt
 }
 
-var _ tracking.Store = (*trackingStore)(nil)
+var (
+	_ tracking.Store          = (*trackingStore)(nil)
+	_ tracking.RecordAppender = (*trackingStore)(nil)
+)
 
 func newTrackingStore(ctx context.Context, db *DB) (*trackingStore, error) {
 	s := &trackingStore{db: db}
@@ -58,17 +64,30 @@ func (s *trackingStore) read(ctx context.Context) error {
 
 // Append implements tracking.Store.
 func (s *trackingStore) Append(ctx context.Context, events []tracking.Event) (int, error) {
+	recs, err := s.append(ctx, events, false)
+	return len(recs), err
+}
+
+// AppendRecords implements tracking.RecordAppender: an event is returned
+// when its JSON in the journal decodes to the same event (see sameInJSON).
+func (s *trackingStore) AppendRecords(ctx context.Context, events []tracking.Event) ([]tracking.Record, error) {
+	return s.append(ctx, events, true)
+}
+
+// append adds events; it returns a record (with Seq 0 unless keep) for
+// each added one, and with keep only those that read back as given.
+func (s *trackingStore) append(ctx context.Context, events []tracking.Event, keep bool) ([]tracking.Record, error) {
 	datas := make([][]byte, len(events))
 	for i := range events {
 		b, err := json.Marshal(&events[i])
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		datas[i] = b
 	}
-	n := 0
+	var out []tracking.Record
 	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
-		n = 0
+		out = out[:0]
 		for i := range events {
 			e := &events[i]
 			r, err := s.ins.ExecContext(ctx, e.ID, e.MessageID, string(e.Type), e.At.UnixNano(), e.Campaign, e.Automation, datas[i])
@@ -79,14 +98,80 @@ func (s *trackingStore) Append(ctx context.Context, events []tracking.Event) (in
 			if err != nil {
 				return err
 			}
-			n += int(k)
+			if k == 0 {
+				continue // already in the journal
+			}
+			if !keep {
+				out = append(out, tracking.Record{})
+				continue
+			}
+			ev, ok := sameInJSON(e)
+			if !ok {
+				continue
+			}
+			seq, err := r.LastInsertId()
+			if err != nil {
+				return err
+			}
+			out = append(out, tracking.Record{Seq: seq, Event: ev})
 		}
 		return nil
 	}, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return n, nil
+	return out, nil
+}
+
+// sameInJSON returns e as Read will return it from its JSON, when that
+// takes no decoding: every string valid UTF-8 (JSON would replace the
+// rest), properties strings, booleans, float64 or null (JSON gives every
+// number back as a float64), no monotonic clock reading, a zero offset
+// as UTC, empty lists and maps as nil (omitempty).
+func sameInJSON(e *tracking.Event) (tracking.Event, bool) {
+	for _, v := range [...]string{e.ID, e.MessageID, e.User, e.Device, e.Channel, e.Provider, e.Campaign, e.Automation,
+		string(e.Type), e.ProviderMessageID, e.ErrorClass, e.Reason, e.Name} {
+		if !utf8.ValidString(v) {
+			return tracking.Event{}, false
+		}
+	}
+	for _, l := range e.Labels {
+		if !utf8.ValidString(l) {
+			return tracking.Event{}, false
+		}
+	}
+	for k, v := range e.Props {
+		if !utf8.ValidString(k) {
+			return tracking.Event{}, false
+		}
+		switch v := v.(type) {
+		case nil, bool, float64:
+		case string:
+			if !utf8.ValidString(v) {
+				return tracking.Event{}, false
+			}
+		default:
+			return tracking.Event{}, false
+		}
+	}
+	out := *e
+	out.At = e.At.Round(0)
+	if _, off := out.At.Zone(); off == 0 {
+		out.At = out.At.UTC()
+	} else if out.At.Location() != time.Local {
+		return tracking.Event{}, false // JSON gives an offset back as time.Local or a nameless zone
+	}
+	if len(out.Labels) == 0 {
+		out.Labels = nil
+	} else {
+		out.Labels = slices.Clone(out.Labels)
+	}
+	if len(out.Props) == 0 {
+		out.Props = nil
+	} else {
+		out.Props = maps.Clone(out.Props)
+	}
+	return out, true
 }
 
 // Read implements tracking.Store.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,10 +72,18 @@ type Outbox struct {
 	in      chan Event
 	flushed chan chan struct{}
 	notify  []chan struct{}
-	done    chan struct{}
-	wg      sync.WaitGroup
-	cancel  context.CancelFunc
-	closed  atomic.Bool
+	// tails hold, per sink, the records the appender just made durable
+	// (when the store says which: RecordAppender), so a sink that keeps up
+	// is handed them without reading the journal back.
+	tails []*tail
+	// appending is held by the appender while an append's records are on
+	// their way into the tails; a forwarder that misses waits on it once,
+	// so it does not read back what an append is about to hand it.
+	appending sync.Mutex
+	done      chan struct{}
+	wg        sync.WaitGroup
+	cancel    context.CancelFunc
+	closed    atomic.Bool
 
 	mu      sync.Mutex
 	lost    *Gap // events dropped, not yet recorded as a gap
@@ -146,10 +155,12 @@ func NewOutbox(store Store, cfg *OutboxConfig) (*Outbox, error) {
 	go o.liveness(ctx)
 	for _, s := range c.Sinks {
 		n := make(chan struct{}, 1)
+		t := &tail{max: 4 * c.BatchSize}
 		o.notify = append(o.notify, n)
+		o.tails = append(o.tails, t)
 		o.status[s.Name()] = &SinkStatus{Sink: s.Name()}
 		o.wg.Add(1)
-		go o.forward(ctx, s, n)
+		go o.forward(ctx, s, n, t)
 	}
 	return o, nil
 }
@@ -283,8 +294,21 @@ func (o *Outbox) appender(ctx context.Context) {
 				break fill
 			}
 		}
+		ra, _ := o.store.(RecordAppender)
 		for {
-			_, err := o.store.Append(ctx, batch)
+			var err error
+			if ra != nil {
+				o.appending.Lock()
+				var recs []Record
+				if recs, err = ra.AppendRecords(ctx, batch); err == nil {
+					for _, t := range o.tails {
+						t.add(recs)
+					}
+				}
+				o.appending.Unlock()
+			} else {
+				_, err = o.store.Append(ctx, batch)
+			}
 			if err == nil {
 				o.pending.Add(-int64(len(batch)))
 				bo.Reset()
@@ -305,8 +329,9 @@ func (o *Outbox) appender(ctx context.Context) {
 }
 
 // forward delivers journal events to one sink, retrying with backoff.
-func (o *Outbox) forward(ctx context.Context, s Sink, notify chan struct{}) {
+func (o *Outbox) forward(ctx context.Context, s Sink, notify chan struct{}, t *tail) {
 	defer o.wg.Done()
+	ra, _ := o.store.(RecordAppender)
 	bo := newBackoff(o.cfg.MaxBackoff)
 	timer := time.NewTimer(o.cfg.PollInterval)
 	defer timer.Stop()
@@ -330,7 +355,14 @@ func (o *Outbox) forward(ctx context.Context, s Sink, notify chan struct{}) {
 		cursor, err := o.store.Cursor(ctx, s.Name())
 		var recs []Record
 		if err == nil {
-			recs, err = o.store.Read(ctx, cursor, o.cfg.BatchSize)
+			if recs = t.take(cursor, o.cfg.BatchSize); recs == nil && ra != nil {
+				o.appending.Lock() // after an append in flight: its records join the tail
+				recs = t.take(cursor, o.cfg.BatchSize)
+				o.appending.Unlock()
+			}
+			if recs == nil {
+				recs, err = o.store.Read(ctx, cursor, o.cfg.BatchSize)
+			}
 		}
 		if err == nil && len(recs) == 0 {
 			if !wait(o.cfg.PollInterval, notify) {
@@ -468,4 +500,47 @@ func (o *Outbox) Close(ctx context.Context) error {
 	o.recordLost(gctx)
 	o.markClosed(gctx)
 	return flushErr
+}
+
+// tail is the journal's newest records as the appender added them, for
+// one sink: up to max, the oldest dropped first. A sink whose cursor is
+// just before the first of them takes them from here; any other reads
+// the journal.
+type tail struct {
+	mu   sync.Mutex
+	recs []Record
+	max  int
+}
+
+func (t *tail) add(recs []Record) {
+	if len(recs) == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.recs = append(t.recs, recs...)
+	if over := len(t.recs) - t.max; over > 0 {
+		t.recs = append(t.recs[:0:0], t.recs[over:]...)
+	}
+}
+
+// take returns up to n records following after with no gap in their
+// sequence, or nil when the tail does not start right after it (the
+// journal holds records the tail does not: read them there).
+func (t *tail) take(after int64, n int) []Record {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := 0
+	for i < len(t.recs) && t.recs[i].Seq <= after {
+		i++
+	}
+	t.recs = t.recs[i:]
+	if len(t.recs) == 0 || t.recs[0].Seq != after+1 {
+		return nil
+	}
+	j := 1
+	for j < len(t.recs) && j < n && t.recs[j].Seq == t.recs[j-1].Seq+1 {
+		j++
+	}
+	return slices.Clone(t.recs[:j])
 }

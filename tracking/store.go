@@ -82,7 +82,22 @@ func (s *MemoryStore) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Append implements Store.
+// RecordAppender is a Store whose appends say where each added event
+// went in the journal. An Outbox on such a store hands the events it has
+// just made durable to its sinks from memory, and reads the journal back
+// only for what memory does not hold: a sink that fell behind, events
+// appended elsewhere (TrackDurable, another process), a restart.
+type RecordAppender interface {
+	// AppendRecords is Append returning the records of the added events
+	// that Read would return exactly as given, in journal order. Others
+	// (duplicates by ID, events the journal's encoding changes) are left
+	// out; an outbox reads those back.
+	AppendRecords(ctx context.Context, events []Event) ([]Record, error)
+}
+
+// Append implements Store. (The memory store is not a RecordAppender:
+// a test double that embeds it to change Append must keep changing what
+// an outbox calls.)
 func (s *MemoryStore) Append(ctx context.Context, events []Event) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
