@@ -64,30 +64,32 @@ func (s *trackingStore) read(ctx context.Context) error {
 
 // Append implements tracking.Store.
 func (s *trackingStore) Append(ctx context.Context, events []tracking.Event) (int, error) {
-	recs, err := s.append(ctx, events, false)
-	return len(recs), err
+	n, _, err := s.append(ctx, events, false)
+	return n, err
 }
 
 // AppendRecords implements tracking.RecordAppender: an event is returned
 // when its JSON in the journal decodes to the same event (see sameInJSON).
 func (s *trackingStore) AppendRecords(ctx context.Context, events []tracking.Event) ([]tracking.Record, error) {
-	return s.append(ctx, events, true)
+	_, recs, err := s.append(ctx, events, true)
+	return recs, err
 }
 
-// append adds events; it returns a record (with Seq 0 unless keep) for
-// each added one, and with keep only those that read back as given.
-func (s *trackingStore) append(ctx context.Context, events []tracking.Event, keep bool) ([]tracking.Record, error) {
+// append adds events and returns how many it added and, with records,
+// the records of those that read back as given.
+func (s *trackingStore) append(ctx context.Context, events []tracking.Event, records bool) (int, []tracking.Record, error) {
 	datas := make([][]byte, len(events))
 	for i := range events {
 		b, err := json.Marshal(&events[i])
 		if err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		datas[i] = b
 	}
+	n := 0
 	var out []tracking.Record
 	err := s.db.write(ctx, func(ctx context.Context, _ *sql.Conn) error {
-		out = out[:0]
+		n, out = 0, out[:0]
 		for i := range events {
 			e := &events[i]
 			r, err := s.ins.ExecContext(ctx, e.ID, e.MessageID, string(e.Type), e.At.UnixNano(), e.Campaign, e.Automation, datas[i])
@@ -101,8 +103,8 @@ func (s *trackingStore) append(ctx context.Context, events []tracking.Event, kee
 			if k == 0 {
 				continue // already in the journal
 			}
-			if !keep {
-				out = append(out, tracking.Record{})
+			n++
+			if !records {
 				continue
 			}
 			ev, ok := sameInJSON(e)
@@ -118,9 +120,9 @@ func (s *trackingStore) append(ctx context.Context, events []tracking.Event, kee
 		return nil
 	}, nil)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return out, nil
+	return n, out, nil
 }
 
 // sameInJSON returns e as Read will return it from its JSON, when that

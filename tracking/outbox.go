@@ -76,6 +76,8 @@ type Outbox struct {
 	// (when the store says which: RecordAppender), so a sink that keeps up
 	// is handed them without reading the journal back.
 	tails []*tail
+	// records is the store as a RecordAppender, or nil.
+	records RecordAppender
 	// appending is held by the appender while an append's records are on
 	// their way into the tails; a forwarder that misses waits on it once,
 	// so it does not read back what an append is about to hand it.
@@ -118,6 +120,7 @@ func NewOutbox(store Store, cfg *OutboxConfig) (*Outbox, error) {
 		return nil, errors.New("tracking: NewOutbox: missing store (try tracking.NewMemoryStore or embedded.Open(path).Tracking())")
 	}
 	o := &Outbox{store: store, status: map[string]*SinkStatus{}, checkedC: make(chan struct{})}
+	o.records, _ = store.(RecordAppender)
 	if cfg != nil {
 		o.cfg = *cfg
 	}
@@ -294,13 +297,12 @@ func (o *Outbox) appender(ctx context.Context) {
 				break fill
 			}
 		}
-		ra, _ := o.store.(RecordAppender)
 		for {
 			var err error
-			if ra != nil {
+			if o.records != nil {
 				o.appending.Lock()
 				var recs []Record
-				if recs, err = ra.AppendRecords(ctx, batch); err == nil {
+				if recs, err = o.records.AppendRecords(ctx, batch); err == nil {
 					for _, t := range o.tails {
 						t.add(recs)
 					}
@@ -331,7 +333,6 @@ func (o *Outbox) appender(ctx context.Context) {
 // forward delivers journal events to one sink, retrying with backoff.
 func (o *Outbox) forward(ctx context.Context, s Sink, notify chan struct{}, t *tail) {
 	defer o.wg.Done()
-	ra, _ := o.store.(RecordAppender)
 	bo := newBackoff(o.cfg.MaxBackoff)
 	timer := time.NewTimer(o.cfg.PollInterval)
 	defer timer.Stop()
@@ -355,7 +356,7 @@ func (o *Outbox) forward(ctx context.Context, s Sink, notify chan struct{}, t *t
 		cursor, err := o.store.Cursor(ctx, s.Name())
 		var recs []Record
 		if err == nil {
-			if recs = t.take(cursor, o.cfg.BatchSize); recs == nil && ra != nil {
+			if recs = t.take(cursor, o.cfg.BatchSize); recs == nil && o.records != nil {
 				o.appending.Lock() // after an append in flight: its records join the tail
 				recs = t.take(cursor, o.cfg.BatchSize)
 				o.appending.Unlock()
