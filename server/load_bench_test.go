@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/internal/fakeproviders"
 	"github.com/heraldhq/herald/push/pushtest"
 	"github.com/heraldhq/herald/server"
@@ -29,7 +30,9 @@ import (
 //	HERALD_LOAD_SECONDS=60 go test -run '^$' -bench HTTPLoad -benchtime 1x ./server/
 //
 // It reports accepted/s, the p50 and p99 of the 202, and lost: accepted
-// messages not completed once the backlog drained.
+// messages not completed once the backlog drained. HERALD_LOAD_PAUSE=1
+// pauses the push lanes while the clients send (the door alone, with no
+// delivery sharing the cores) and resumes them for the drain.
 func BenchmarkHTTPLoad(b *testing.B) {
 	secs := 10
 	if s := os.Getenv("HERALD_LOAD_SECONDS"); s != "" {
@@ -73,6 +76,15 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	lats := make([][]time.Duration, clients)
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
+	paused := os.Getenv("HERALD_LOAD_PAUSE") != ""
+	lanes := []string{herald.Lane(true, "apns"), herald.Lane(false, "apns")}
+	if paused {
+		for _, l := range lanes {
+			if err := s.Dispatcher().Queue().Pause(ctx, l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	b.ResetTimer()
 	start := time.Now()
 	for c := range clients {
@@ -111,6 +123,13 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
+	if paused {
+		for _, l := range lanes {
+			if err := s.Dispatcher().Queue().Resume(ctx, l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	// Drain: every accepted message must complete.
 	var completed int
 	drainBy := time.Now().Add(5 * time.Minute)
