@@ -13,12 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/campaign"
 	"github.com/heraldhq/herald/campaign/campaigntest"
+	"github.com/heraldhq/herald/checkpoint"
 	"github.com/heraldhq/herald/embedded"
+	"github.com/heraldhq/herald/postgres"
 	"github.com/heraldhq/herald/push"
 	"github.com/heraldhq/herald/push/pushtest"
+	"github.com/heraldhq/herald/retry"
 )
 
 // BenchmarkFanOut fans a campaign's audience out into the embedded store
@@ -129,6 +134,10 @@ func peakRSS() float64 {
 // run.
 //
 //	go test -run '^$' -bench Drain -benchtime 1x ./campaign/  (HERALD_DRAIN_SECONDS, default 20)
+//
+// HERALD_DRAIN_AUDIENCE gives the campaign a larger audience (its stage
+// then runs inside the window); HERALD_DRAIN_STORE=postgres runs both on
+// PostgreSQL (HERALD_POSTGRES_URL) instead of the embedded store.
 func BenchmarkDrain(b *testing.B) {
 	secs := 20
 	if s, err := strconv.Atoi(os.Getenv("HERALD_DRAIN_SECONDS")); err == nil && s > 0 {
@@ -155,15 +164,11 @@ type drainResult struct {
 // campaigns is 1.
 func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainResult {
 	b.Helper()
-	db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	queue, checkpoints := drainStores(b)
 	rec := pushtest.NewRecorder(push.APNs)
 	// The Dispatcher at its defaults, as a host runs it (8 transactional
 	// and 4 campaign workers per provider).
-	d, err := herald.New(&herald.Config{Store: db.Retry(), Push: map[push.Provider]push.Sender{push.APNs: rec}})
+	d, err := herald.New(&herald.Config{Store: queue, Push: map[push.Provider]push.Sender{push.APNs: rec}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -179,7 +184,7 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 		n = a // a large audience: the stage runs beside the Sends for seconds
 	}
 	if campaigns > 0 {
-		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
+		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: checkpoints, Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -230,4 +235,37 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 		res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
 	}
 	return res
+}
+
+// drainStores opens BenchmarkDrain's stores: the embedded store, or with
+// HERALD_DRAIN_STORE=postgres a fresh schema in HERALD_POSTGRES_URL's
+// database. Both close when the benchmark ends.
+func drainStores(b *testing.B) (retry.Store, checkpoint.Store) {
+	b.Helper()
+	if os.Getenv("HERALD_DRAIN_STORE") != "postgres" {
+		db, err := embedded.Open(filepath.Join(b.TempDir(), "herald.db"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = db.Close() })
+		return db.Retry(), db.Checkpoints()
+	}
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("HERALD_POSTGRES_URL"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	schema := "bench_drain_" + strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
+	b.Cleanup(func() {
+		_, _ = pool.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+		pool.Close()
+	})
+	db, err := postgres.New(pool, &postgres.Config{Schema: schema})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return db.Retry(), db.Checkpoints()
 }
