@@ -43,3 +43,19 @@ func (db *DB) QueueMemoryForTest(lane string) (inMemory, inFile int) {
 	}
 	return l.ready.len() + l.sched.len(), l.rw.off + l.sw.off
 }
+
+// CreateAtVersionForTest makes a store file with only the first n
+// migrations applied, as an older herald left it.
+func CreateAtVersionForTest(path string, n int) error {
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for v := range n {
+		if _, err := db.Exec(migrations[v] + fmt.Sprintf(";\nPRAGMA user_version=%d; PRAGMA application_id=%d;", v+1, applicationID)); err != nil {
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+	}
+	return nil
+}

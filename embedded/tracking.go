@@ -306,9 +306,21 @@ func (s *trackingStore) Counts(ctx context.Context, q tracking.Query) (map[track
 	return out, rows.Err()
 }
 
+// byMessage selects a message's events (?1) in two disjoint parts, each
+// on an index: those whose ID starts with "<message>/" (herald's own) on
+// the id index, the others on the partial message index (migration 13,
+// whose WHERE the second part repeats word for word so SQLite uses it).
+// cond is more of the WHERE for both parts.
+func byMessage(cols, cond string) string {
+	return `SELECT ` + cols + ` FROM tracking_events WHERE id >= ?1 || '/' AND id < ?1 || '0' AND message_id = ?1` + cond + `
+	UNION ALL
+	SELECT ` + cols + ` FROM tracking_events WHERE message_id = ?1` + cond + `
+		AND substr(id, 1, length(message_id) + 1) <> message_id || '/'`
+}
+
 // Has implements tracking.Store.
 func (s *trackingStore) Has(ctx context.Context, messageID string, t tracking.Type) (bool, error) {
-	n, err := s.scalar(ctx, `SELECT 1 FROM tracking_events WHERE message_id = ? AND type = ? LIMIT 1`, messageID, string(t))
+	n, err := s.scalar(ctx, byMessage("1", " AND type = ?2")+` LIMIT 1`, messageID, string(t))
 	return n == 1, err
 }
 
@@ -320,16 +332,17 @@ func (s *trackingStore) MessageEvents(ctx context.Context, messageID string, lim
 	if err := s.read(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.rdb.QueryContext(ctx, `SELECT data FROM tracking_events WHERE message_id = ? ORDER BY seq LIMIT ?`, messageID, limit)
+	rows, err := s.db.rdb.QueryContext(ctx, byMessage("seq, data", "")+` ORDER BY seq LIMIT ?2`, messageID, limit)
 	if err != nil {
 		return nil, s.db.classify(err)
 	}
 	defer rows.Close()
 	var out []tracking.Event
 	for rows.Next() {
+		var seq int64
 		var data []byte
 		var e tracking.Event
-		if err := rows.Scan(&data); err != nil {
+		if err := rows.Scan(&seq, &data); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal(data, &e); err != nil {

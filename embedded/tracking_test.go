@@ -2,6 +2,8 @@ package embedded_test
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -143,5 +145,49 @@ func TestOutboxForwardsFromMemoryAndReadsBackWhatItMissed(t *testing.T) {
 		if e.Type == tracking.Custom {
 			require.Equal(t, map[string]any{"items": float64(3)}, e.Props, "as the journal holds it")
 		}
+	}
+}
+
+// A journal written before migration 13 (one message index for every
+// event) still finds each message's events, of every ID shape, after it.
+func TestAJournalFromBeforeTheSlimMessageIndexFindsItsEvents(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "herald.db")
+	require.NoError(t, embedded.CreateAtVersionForTest(path, 12))
+	raw, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	for i, e := range []tracking.Event{
+		{ID: "m1/accepted/0", MessageID: "m1", Type: tracking.Accepted},
+		{ID: "host-1", MessageID: "m1", Type: tracking.Opened},
+		{ID: "m1/x", MessageID: "m2", Type: tracking.Sent},
+	} {
+		e.At = time.Unix(int64(i), 0).UTC()
+		data, err := json.Marshal(e)
+		require.NoError(t, err)
+		_, err = raw.Exec(`INSERT INTO tracking_events (id, message_id, type, at, campaign, automation, data) VALUES (?, ?, ?, ?, '', '', ?)`,
+			e.ID, e.MessageID, string(e.Type), e.At.UnixNano(), data)
+		require.NoError(t, err)
+	}
+	require.NoError(t, raw.Close())
+
+	db, err := embedded.Open(path, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	st := db.Tracking()
+	evs, err := st.(tracking.MessageReader).MessageEvents(context.Background(), "m1", 10)
+	require.NoError(t, err)
+	var ids []string
+	for _, e := range evs {
+		ids = append(ids, e.ID)
+	}
+	require.Equal(t, []string{"m1/accepted/0", "host-1"}, ids)
+	for _, c := range []struct {
+		msg  string
+		typ  tracking.Type
+		want bool
+	}{{"m1", tracking.Accepted, true}, {"m1", tracking.Opened, true}, {"m1", tracking.Sent, false}, {"m2", tracking.Sent, true}} {
+		has, err := st.Has(context.Background(), c.msg, c.typ)
+		require.NoError(t, err)
+		require.Equal(t, c.want, has, "%s %s", c.msg, c.typ)
 	}
 }

@@ -276,13 +276,19 @@ func testCounts(t *testing.T, s tracking.Store) {
 	}
 }
 
+// testHas finds an event by message and type whatever its ID's shape:
+// herald's own ("<message>/<type>/<attempt>"), a host's, or one that
+// starts with another message's ID.
 func testHas(t *testing.T, s tracking.Store) {
-	appendOK(t, s, 1, ev("x", "m1", tracking.Sent, base))
+	appendOK(t, s, 4, ev("x", "m1", tracking.Sent, base), ev("m3/delivered/1", "m3", tracking.Delivered, base),
+		ev("m3/opened", "m4", tracking.Opened, base), ev("m3/x/clicked/1", "m3/x", tracking.Clicked, base))
 	for _, tc := range []struct {
 		msg  string
 		typ  tracking.Type
 		want bool
-	}{{"m1", tracking.Sent, true}, {"m1", tracking.Opened, false}, {"m2", tracking.Sent, false}} {
+	}{{"m1", tracking.Sent, true}, {"m1", tracking.Opened, false}, {"m2", tracking.Sent, false},
+		{"m3", tracking.Delivered, true}, {"m3", tracking.Opened, false}, {"m3", tracking.Clicked, false},
+		{"m4", tracking.Opened, true}, {"m3/x", tracking.Clicked, true}, {"m3/x", tracking.Delivered, false}} {
 		got, err := s.Has(ctx, tc.msg, tc.typ)
 		if err != nil || got != tc.want {
 			t.Fatalf("Has(%s, %s) = %v (%v), want %v", tc.msg, tc.typ, got, err, tc.want)
@@ -298,21 +304,33 @@ func testMessageEvents(t *testing.T, s tracking.Store) {
 	if !ok {
 		t.Skip("the store does not implement tracking.MessageReader")
 	}
-	appendOK(t, s, 4, ev("a", "m1", tracking.Accepted, base), ev("b", "m2", tracking.Accepted, base),
-		ev("c", "m1", tracking.Failed, base.Add(time.Second)), ev("d", "m1", tracking.Sent, base.Add(2*time.Second)))
-	got, err := mr.MessageEvents(ctx, "m1", 10)
-	if err != nil {
-		t.Fatal(err)
+	// IDs of every shape: a host's, herald's own ("<message>/<type>/<n>"),
+	// and ones that start with another message's ID and a slash.
+	appendOK(t, s, 8, ev("a", "m1", tracking.Accepted, base), ev("b", "m2", tracking.Accepted, base),
+		ev("m1/failed/1", "m1", tracking.Failed, base.Add(time.Second)), ev("m1/other", "m2", tracking.Failed, base.Add(time.Second)),
+		ev("m1/x/sent/1", "m1/x", tracking.Sent, base.Add(time.Second)), ev("d", "m1", tracking.Sent, base.Add(2*time.Second)),
+		ev("m1/delivered/1", "m1", tracking.Delivered, base.Add(3*time.Second)), ev("m10/sent/1", "m10", tracking.Sent, base))
+	types := func(msg string, limit int) string {
+		t.Helper()
+		got, err := mr.MessageEvents(ctx, msg, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range got {
+			out = append(out, e.ID)
+		}
+		return fmt.Sprint(out)
 	}
-	var types []tracking.Type
-	for _, e := range got {
-		types = append(types, e.Type)
-	}
-	if fmt.Sprint(types) != "[accepted failed sent]" {
-		t.Fatalf("m1's events: %v", types)
-	}
-	if got, _ := mr.MessageEvents(ctx, "m1", 2); len(got) != 2 {
-		t.Fatalf("limit 2: %d events", len(got))
+	for _, tc := range []struct {
+		msg   string
+		limit int
+		want  string
+	}{{"m1", 10, "[a m1/failed/1 d m1/delivered/1]"}, {"m1", 2, "[a m1/failed/1]"}, {"m2", 10, "[b m1/other]"},
+		{"m1/x", 10, "[m1/x/sent/1]"}, {"m10", 10, "[m10/sent/1]"}, {"m3", 10, "[]"}} {
+		if got := types(tc.msg, tc.limit); got != tc.want {
+			t.Fatalf("MessageEvents(%s, %d) = %s, want %s (journal order)", tc.msg, tc.limit, got, tc.want)
+		}
 	}
 }
 
