@@ -33,6 +33,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -105,6 +106,7 @@ type DB struct {
 	recovered int
 
 	commits, writes atomic.Uint64
+	busy            atomic.Int64 // nanoseconds (WriteStats.Busy)
 }
 
 // WriteStats counts the store's writes and the commits (fsyncs) that made
@@ -113,11 +115,16 @@ type DB struct {
 type WriteStats struct {
 	Writes  uint64 // write calls applied (an enqueue batch, a claim, a batch of outcomes, ...)
 	Commits uint64 // transactions committed
+	// Busy is the time the writer spent applying groups (their SQL and
+	// their commit, fsync included). Its rate is the writer's use: every
+	// write waits for the one writer, so near 1 the store is saturated and
+	// each Send waits behind others.
+	Busy time.Duration
 }
 
 // WriteStats returns the counts since Open.
 func (db *DB) WriteStats() WriteStats {
-	return WriteStats{Writes: db.writes.Load(), Commits: db.commits.Load()}
+	return WriteStats{Writes: db.writes.Load(), Commits: db.commits.Load(), Busy: time.Duration(db.busy.Load())}
 }
 
 // Open opens or creates the store at path. It fails with ErrLocked if
@@ -617,7 +624,9 @@ func (db *DB) writer() {
 				break fill
 			}
 		}
+		start := time.Now()
 		db.commit(ctx, group)
+		db.busy.Add(int64(time.Since(start)))
 		// The callers just released are runnable on this P; let them run
 		// now rather than behind the next group's SQL and fsync (Go would
 		// only hand them this P once the fsync syscall had lasted a

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -123,6 +124,7 @@ func TestConcurrentEnqueuesShareCommits(t *testing.T) {
 	require.NoError(t, err)
 	const producers = 64
 	start := make(chan struct{})
+	t0 := time.Now()
 	errs := make(chan error, producers)
 	for range producers {
 		go func() {
@@ -144,6 +146,10 @@ func TestConcurrentEnqueuesShareCommits(t *testing.T) {
 	require.Equal(t, uint64(producers*10), st.Writes)
 	// Without group commit every enqueue is its own commit (and fsync).
 	require.Less(t, st.Commits, st.Writes/2, "group commit must share commits between producers: %+v", st)
+	// The writer's busy time is counted: more than nothing, less than the
+	// wall time since Open.
+	require.Positive(t, st.Busy)
+	require.Less(t, st.Busy, time.Since(t0)+time.Second)
 	t.Logf("%d enqueues in %d commits", st.Writes, st.Commits)
 }
 

@@ -45,7 +45,10 @@ type stores struct {
 	inbox       inbox.Store
 	audiences   audience.Store
 	checkpoints checkpoint.Store
-	closers     []io.Closer
+	// file is the embedded store's file when one is open (the embedded
+	// store, or Redis's tracking journal), for its writer's metrics.
+	file    *embedded.DB
+	closers []io.Closer
 }
 
 func (s *stores) Close() error {
@@ -105,14 +108,14 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 			return nil, err
 		}
 		return &stores{retry: rs, capping: rs.Capping(), tracking: db.Tracking(), inbox: rs.Inbox(),
-			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), closers: []io.Closer{rs, db}}, nil
+			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), file: db, closers: []io.Closer{rs, db}}, nil
 	}
 	db, err := embedded.Open(c.Path, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(),
-		audiences: db.Audiences(), checkpoints: db.Checkpoints(), closers: []io.Closer{db}}, nil
+		audiences: db.Audiences(), checkpoints: db.Checkpoints(), file: db, closers: []io.Closer{db}}, nil
 }
 
 // tlsWith returns a TLS config trusting the system's roots and caFile's.

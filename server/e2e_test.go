@@ -316,9 +316,14 @@ func TestHeralddEndToEnd(t *testing.T) {
 		after := scrape(t, p)
 		return sum(after, "herald_events_total", map[string]string{"type": "sent"})-sum(before, "herald_events_total", map[string]string{"type": "sent"}) >= 8 &&
 			sum(after, "herald_http_request_duration_seconds", map[string]string{"route": "POST /v1/messages", "code": "202"}) >= 8 &&
-			sum(after, "herald_lane_jobs", map[string]string{"lane": "transactional.apns@driver", "state": "completed"}) == 1
+			sum(after, "herald_lane_jobs", map[string]string{"lane": "transactional.apns@driver", "state": "completed"}) == 1 &&
+			sum(after, "herald_store_writes_total", nil)-sum(before, "herald_store_writes_total", nil) >= 8 &&
+			sum(after, "herald_store_commits_total", nil) > sum(before, "herald_store_commits_total", nil) &&
+			sum(after, "herald_store_writer_busy_seconds_total", nil) > sum(before, "herald_store_writer_busy_seconds_total", nil)
 	}, 10*time.Second, 50*time.Millisecond)
 	after := scrape(t, p)
+	require.LessOrEqual(t, sum(after, "herald_store_commits_total", nil), sum(after, "herald_store_writes_total", nil),
+		"a commit carries at least one write")
 	require.NotNil(t, after["herald_circuit_open"])
 	require.NotNil(t, after["herald_lane_oldest_ready_seconds"])
 

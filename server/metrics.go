@@ -42,6 +42,13 @@ var (
 		"Tracking gaps (windows with missing events) in the last 24 hours.", nil, nil)
 	lastProgress = prometheus.NewDesc("herald_worker_last_progress_seconds",
 		"Seconds since a worker last finished an attempt.", nil, nil)
+	// The embedded store's one writer: every durable write waits for it.
+	storeWrites = prometheus.NewDesc("herald_store_writes_total",
+		"Writes the embedded store applied (an accepted batch, a batch of outcomes or events, ...).", nil, nil)
+	storeCommits = prometheus.NewDesc("herald_store_commits_total",
+		"Transactions (and fsyncs) of the embedded store: writes ÷ commits is how well group commit shares the disk.", nil, nil)
+	storeBusy = prometheus.NewDesc("herald_store_writer_busy_seconds_total",
+		"Time the embedded store's writer spent applying writes; its rate near 1 means the store is saturated.", nil, nil)
 )
 
 func newMetrics(s *Server) *metrics {
@@ -64,7 +71,8 @@ func (m *metrics) handler() http.Handler {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{laneJobs, laneLag, lanePaused, circuitOpen, circuitFailures, sinkBacklog, sinkLag, outboxPending, gaps, lastProgress} {
+	for _, d := range []*prometheus.Desc{laneJobs, laneLag, lanePaused, circuitOpen, circuitFailures, sinkBacklog, sinkLag, outboxPending, gaps, lastProgress,
+		storeWrites, storeCommits, storeBusy} {
 		ch <- d
 	}
 }
@@ -108,6 +116,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		g(gaps, float64(len(gs)))
 	}
 	g(lastProgress, time.Since(time.Unix(0, s.lastProgress.Load())).Seconds())
+	if f := s.st.file; f != nil {
+		ws := f.WriteStats()
+		c := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+		}
+		c(storeWrites, float64(ws.Writes))
+		c(storeCommits, float64(ws.Commits))
+		c(storeBusy, ws.Busy.Seconds())
+	}
 }
 
 func b2f(b bool) float64 {
