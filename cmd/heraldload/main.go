@@ -89,6 +89,9 @@ type result struct {
 	// waited for a processor (runtime/metrics /sched/latencies): on 2
 	// cores it is what a Send waits beyond its fsync.
 	SchedP99 float64 `json:"sched_p99_ms"`
+	// WriterBusy is the share of the run the embedded store's writer was
+	// applying writes (WriteStats.Busy): near 1, the store is the limit.
+	WriterBusy float64 `json:"writer_busy,omitempty"`
 }
 
 func main() {
@@ -123,8 +126,12 @@ func run() error {
 				return fmt.Errorf("round %d, %s: %w", r+1, n, err)
 			}
 			byRound[r][n] = res
-			fmt.Fprintf(os.Stderr, "round %d %-9s %8.0f msg/s  Send p50 %6.2f p99 %6.2f max %7.2f ms  %.2f commits/msg  %5.0f µs CPU/msg  fsync %5.0f/s  RSS %5.1f MB  sched p99 %.2f ms\n",
-				r+1, n, res.PerS, res.SendP50, res.SendP99, res.SendMax, res.Commits, res.CPUMicros, res.FsyncsPS, res.PeakRSSMB, res.SchedP99)
+			busy := ""
+			if res.WriterBusy > 0 {
+				busy = fmt.Sprintf("  writer busy %.2f", res.WriterBusy)
+			}
+			fmt.Fprintf(os.Stderr, "round %d %-9s %8.0f msg/s  Send p50 %6.2f p99 %6.2f max %7.2f ms  %.2f commits/msg  %5.0f µs CPU/msg  fsync %5.0f/s  RSS %5.1f MB  sched p99 %.2f ms%s\n",
+				r+1, n, res.PerS, res.SendP50, res.SendP99, res.SendMax, res.Commits, res.CPUMicros, res.FsyncsPS, res.PeakRSSMB, res.SchedP99, busy)
 		}
 	}
 	fmt.Printf("| round | system | messages/s | ÷ bare | Send p50 ms | p99 ms | max ms | commits/msg | CPU µs/msg | raw fsyncs/s |\n")
@@ -316,6 +323,7 @@ type stores struct {
 	retry   retry.Store
 	journal tracking.Store
 	writes  func() float64
+	busy    func() time.Duration // the embedded store's writer (nil for the others)
 	close   func()
 }
 
@@ -333,7 +341,8 @@ func openStores(ctx context.Context, system, path string) (*stores, error) {
 			return nil, err
 		}
 		return &stores{retry: db.Retry(), journal: db.Tracking(), close: func() { _ = db.Close() },
-			writes: func() float64 { return float64(db.WriteStats().Commits) }}, nil
+			writes: func() float64 { return float64(db.WriteStats().Commits) },
+			busy:   func() time.Duration { return db.WriteStats().Busy }}, nil
 	case "postgres":
 		if *pgURL == "" {
 			return nil, errors.New("postgres: set HERALD_POSTGRES_URL or -pg")
@@ -457,6 +466,10 @@ func runPipeline(ctx context.Context, system, path string, fake *pushtest.APNsSe
 	}
 	lat := make([]time.Duration, *messages)
 	w0 := st.writes()
+	var b0 time.Duration
+	if st.busy != nil {
+		b0 = st.busy()
+	}
 	cpu0, start := cpuTime(), time.Now()
 	err = produce(func(i int) error {
 		m := herald.Message{IdempotencyKey: fmt.Sprint("m-", i), User: fmt.Sprint("u", i%1000), Transactional: true,
@@ -476,6 +489,10 @@ func runPipeline(ctx context.Context, system, path string, fake *pushtest.APNsSe
 		return result{}, fmt.Errorf("%d of %d delivered after 5 minutes", delivered.Load(), *messages)
 	}
 	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	busy := 0.0
+	if st.busy != nil {
+		busy = (st.busy() - b0).Seconds() / elapsed.Seconds()
+	}
 	if err := d.Stop(ctx); err != nil {
 		return result{}, err
 	}
@@ -492,6 +509,7 @@ func runPipeline(ctx context.Context, system, path string, fake *pushtest.APNsSe
 		CPUMicros:     float64(cpu.Microseconds()) / float64(*messages),
 		TrackedEvents: sink.n.Load(),
 		SchedP99:      schedLatencyP99(),
+		WriterBusy:    busy,
 	}, nil
 }
 
