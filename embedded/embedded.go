@@ -441,6 +441,12 @@ CREATE INDEX tracking_events_message ON tracking_events (message_id, type)
 `,
 }
 
+// migration returns migration v's statements, ending with the file's
+// new version and herald's application_id.
+func migration(v int) string {
+	return migrations[v] + fmt.Sprintf(";\nPRAGMA user_version=%d; PRAGMA application_id=%d;", v+1, applicationID)
+}
+
 func (db *DB) migrate(ctx context.Context) error {
 	var version int
 	if err := db.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
@@ -454,8 +460,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		stmts := migrations[v] + fmt.Sprintf(";\nPRAGMA user_version=%d; PRAGMA application_id=%d;", v+1, applicationID)
-		if _, err := tx.ExecContext(ctx, stmts); err != nil {
+		if _, err := tx.ExecContext(ctx, migration(v)); err != nil {
 			_ = tx.Rollback()
 			return fmt.Errorf("embedded: migration %d: %w", v+1, err)
 		}

@@ -53,7 +53,7 @@ func CreateAtVersionForTest(path string, n int) error {
 	}
 	defer db.Close()
 	for v := range n {
-		if _, err := db.Exec(migrations[v] + fmt.Sprintf(";\nPRAGMA user_version=%d; PRAGMA application_id=%d;", v+1, applicationID)); err != nil {
+		if _, err := db.Exec(migration(v)); err != nil {
 			return fmt.Errorf("migration %d: %w", v+1, err)
 		}
 	}
