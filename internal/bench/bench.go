@@ -98,8 +98,9 @@ func Fill(ctx context.Context, q *retry.Queue, total int) error {
 // EndToEnd fills store with jobs, then works them with a no-op handler at
 // the given concurrency and returns the time from Start until the last
 // job completed. When failFirst is set every job fails once and is retried
-// at once (the retry path), so each job is claimed twice.
-func EndToEnd(ctx context.Context, store retry.Store, jobs, concurrency int, failFirst bool) (time.Duration, error) {
+// at once (the retry path), so each job is claimed twice. Each started
+// function runs once the fill is done, just before the clock starts.
+func EndToEnd(ctx context.Context, store retry.Store, jobs, concurrency int, failFirst bool, started ...func()) (time.Duration, error) {
 	var completed atomic.Int64
 	done := make(chan struct{})
 	q, err := retry.New(store, &retry.Config{
@@ -124,6 +125,9 @@ func EndToEnd(ctx context.Context, store retry.Store, jobs, concurrency int, fai
 	})
 	if err := Fill(ctx, q, jobs); err != nil {
 		return 0, err
+	}
+	for _, f := range started {
+		f()
 	}
 	start := time.Now()
 	if err := q.Start(ctx); err != nil {
