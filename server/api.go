@@ -407,6 +407,17 @@ func (s *Server) adminCapping(w http.ResponseWriter, r *http.Request) {
 }
 
 // adminTracking is the sinks' backlogs and the gaps of the last 7 days.
+// adminStore reports the embedded store's writer over the last minute
+// (404 for a store without a file: PostgreSQL).
+func (s *Server) adminStore(w http.ResponseWriter, _ *http.Request) {
+	l, ok := s.storeLoad()
+	if !ok {
+		fail(w, http.StatusNotFound, "no embedded store file to report on", "")
+		return
+	}
+	reply(w, http.StatusOK, map[string]any{"store": "embedded", "load": l, "saturated": l.Saturated()})
+}
+
 func (s *Server) adminTracking(w http.ResponseWriter, r *http.Request) {
 	sinks, err := s.outbox.SinkStatus(r.Context())
 	if err != nil {

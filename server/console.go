@@ -48,6 +48,8 @@ func newConsole(s *Server) *console {
 			return time.Since(t).Round(time.Second).String() + " ago"
 		},
 		"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+		"pct": func(v float64) string { return strconv.FormatFloat(100*v, 'f', 0, 64) + " %" },
+		"num": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	}
 	return &console{s: s, sessions: map[string]session{},
 		pages: template.Must(template.New("").Funcs(funcs).ParseFS(consoleFS, "console/*.html"))}
@@ -207,6 +209,9 @@ func (c *console) lanes(w http.ResponseWriter, r *http.Request, csrf string) {
 		"Flash": r.URL.Query().Get("done")}
 	if ss, err := c.s.outbox.SinkStatus(r.Context()); err == nil {
 		data["Sinks"] = ss
+	}
+	if l, ok := c.s.storeLoad(); ok {
+		data["Store"] = l
 	}
 	now := time.Now()
 	if gs, err := c.s.outbox.Gaps(r.Context(), now.Add(-7*24*time.Hour), now); err == nil {

@@ -327,6 +327,22 @@ func TestHeralddEndToEnd(t *testing.T) {
 	require.NotNil(t, after["herald_circuit_open"])
 	require.NotNil(t, after["herald_lane_oldest_ready_seconds"])
 
+	// The store's load since start, as the console shows it: the writer
+	// did work, its share is a fraction, commits carried the writes.
+	code, v = p.do(t, "GET", "/v1/admin/store", sender, nil)
+	require.Equal(t, 403, code, "the store's load is for admins: %v", v)
+	code, v = p.do(t, "GET", "/v1/admin/store", admin, nil)
+	require.Equal(t, 200, code, "%v", v)
+	load, _ := v["load"].(map[string]any)
+	require.Equal(t, "embedded", v["store"])
+	busy, _ := load["writer_busy"].(float64)
+	require.Greater(t, busy, 0.0, "%v", v)
+	require.Less(t, busy, 1.0, "%v", v)
+	require.Greater(t, load["commits_per_second"], 0.0, "%v", v)
+	require.GreaterOrEqual(t, load["writes_per_commit"], 1.0, "%v", v)
+	require.Greater(t, load["window_seconds"], 0.0, "%v", v)
+	require.Equal(t, false, v["saturated"], "%v", v)
+
 	// /readyz fails while the workers are stalled (APNs answers after 3 s;
 	// 4 workers; 12 due) and passes once they move again.
 	f.APNs.SetLatency(3 * time.Second)

@@ -47,7 +47,8 @@ type Server struct {
 	runMu   sync.Mutex
 	runs    map[string]context.CancelFunc
 	runCtx  context.Context
-	rescan  sync.WaitGroup // the loop that resumes campaigns
+	rescan  sync.WaitGroup // the loops that resume campaigns and sample the store's load
+	load    storeLoad
 	started time.Time
 	// lastProgress is when a worker last finished an attempt (unix nanos).
 	lastProgress atomic.Int64
@@ -70,7 +71,8 @@ func NewLogger(c *LogConfig, w *os.File) *slog.Logger {
 // PostgreSQL's migrations), builds every provider's client and the
 // Dispatcher. Start runs the workers; Handler serves HTTP.
 func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, keys: map[string]*APIKey{}, notifier: &inbox.Notifier{}, started: time.Now()}
+	s := &Server{cfg: cfg, log: log, keys: map[string]*APIKey{}, notifier: &inbox.Notifier{}, started: time.Now(),
+		load: storeLoad{window: loadWindow}}
 	s.lastProgress.Store(time.Now().UnixNano())
 	for i := range cfg.APIKeys {
 		s.keys[strings.ToLower(cfg.APIKeys[i].SHA256)] = &cfg.APIKeys[i]
@@ -167,6 +169,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.resumeCampaigns(ctx); err != nil {
 		return err
 	}
+	s.sampleLoad(loadEvery)
 	// Again every lease period: a campaign whose runner (another
 	// heraldd on the same database) died is taken over once its lease
 	// lapses.
@@ -284,6 +287,7 @@ func (s *Server) apiRoutes() []route {
 		{"POST", "/v1/admin/dead/{id}/requeue", "admin", s.adminRequeue},
 		{"GET", "/v1/admin/users/{user}/capping", "admin", s.adminCapping},
 		{"GET", "/v1/admin/tracking", "admin", s.adminTracking},
+		{"GET", "/v1/admin/store", "admin", s.adminStore},
 		{"GET", "/healthz", "", s.healthz},
 		{"GET", "/readyz", "", s.readyz},
 		{"GET", "/metrics", "", s.metrics.handler().ServeHTTP},

@@ -93,6 +93,9 @@ test("the console: log in, pause a lane and see it paused, requeue a dead letter
   await page.waitForSelector("#flash");
   assert.equal((await page.locator('tr[data-lane="transactional.email"] .state').innerText()).trim(), "paused");
   assert.equal((await api("GET", "/v1/admin/lanes")).body.lanes.find((l) => l.lane === "transactional.email").paused, true);
+  // The embedded store's writer, the capacity a single heraldd has: its busy share since start.
+  assert.match(await page.locator("#store").innerText(), /writer was busy \d+ % of the last [\d.]+ s/);
+  await page.locator("#store").screenshot({ path: join(root, "docs/console-store.png") });
   await page.screenshot({ path: join(root, "docs/console-lanes.png") });
 
   await page.click("text=Dead letters");
