@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -70,6 +71,7 @@ var (
 	redisAddr = flag.String("redis", os.Getenv("HERALD_REDIS_ADDR"), "Redis address")
 	child     = flag.String("child", "", "internal: run one system and print its result")
 	cpuprof   = flag.String("cpuprofile", "", "with -child: write a CPU profile of the run")
+	tracef    = flag.String("trace", "", "with -child: write an execution trace of the run (go tool trace)")
 )
 
 // result is what a child prints as its last line.
@@ -243,6 +245,17 @@ func runChild(ctx context.Context, system string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *tracef != "" {
+		f, err := os.Create(*tracef)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	var res result
 	if system == "bare" {
