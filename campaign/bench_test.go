@@ -1,7 +1,10 @@
 package campaign_test
 
 import (
+	"bufio"
 	"context"
+	"os/exec"
+	"os/signal"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -137,7 +140,9 @@ func peakRSS() float64 {
 //
 // HERALD_DRAIN_AUDIENCE gives the campaign a larger audience (its stage
 // then runs inside the window); HERALD_DRAIN_STORE=postgres runs both on
-// PostgreSQL (HERALD_POSTGRES_URL) instead of the embedded store.
+// PostgreSQL (HERALD_POSTGRES_URL) instead of the embedded store;
+// HERALD_DRAIN_SPLIT=process runs the campaign in a child process with a
+// file, Dispatcher and recorder of its own (TestDrainCampaignChild).
 func BenchmarkDrain(b *testing.B) {
 	secs := 20
 	if s, err := strconv.Atoi(os.Getenv("HERALD_DRAIN_SECONDS")); err == nil && s > 0 {
@@ -183,6 +188,24 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 	if a, err := strconv.Atoi(os.Getenv("HERALD_DRAIN_AUDIENCE")); err == nil && a > 0 {
 		n = a // a large audience: the stage runs beside the Sends for seconds
 	}
+	var child *exec.Cmd
+	var childOut *bufio.Scanner
+	if campaigns > 0 && os.Getenv("HERALD_DRAIN_SPLIT") == "process" {
+		child = exec.Command(os.Args[0], "-test.run=^TestDrainCampaignChild$")
+		child.Env = append(os.Environ(), "HERALD_DRAIN_CHILD="+strconv.Itoa(n)+"/"+strconv.FormatFloat(perSecond, 'f', -1, 64)+"/"+b.TempDir())
+		out, err := child.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		child.Stderr = os.Stderr
+		if err := child.Start(); err != nil {
+			b.Fatal(err)
+		}
+		childOut = bufio.NewScanner(out)
+		for childOut.Scan() && childOut.Text() != "draining" {
+		}
+		campaigns = 0
+	}
 	if campaigns > 0 {
 		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: checkpoints, Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
 		if err != nil {
@@ -221,6 +244,16 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 	start := time.Now()
 	wg.Wait()
 	close(done)
+	if child != nil {
+		_ = child.Process.Signal(os.Interrupt)
+		for childOut.Scan() {
+			if v, ok := strings.CutPrefix(childOut.Text(), "delivered "); ok {
+				camp, _ := strconv.Atoi(v)
+				res.rate = float64(camp) / time.Since(start).Seconds()
+			}
+		}
+		_ = child.Wait()
+	}
 	if campaigns > 0 {
 		camp := 0
 		for _, m := range rec.Sent() {
@@ -268,4 +301,55 @@ func drainStores(b *testing.B) (retry.Store, checkpoint.Store) {
 		b.Fatal(err)
 	}
 	return db.Retry(), db.Checkpoints()
+}
+
+// TestDrainCampaignChild is BenchmarkDrain's campaign in a process of its
+// own (HERALD_DRAIN_SPLIT=process): its own file, Dispatcher and
+// recorder; it prints "draining", then on SIGINT the count it delivered.
+func TestDrainCampaignChild(t *testing.T) {
+	spec := os.Getenv("HERALD_DRAIN_CHILD")
+	if spec == "" {
+		t.Skip("BenchmarkDrain's child")
+	}
+	parts := strings.SplitN(spec, "/", 3)
+	n, _ := strconv.Atoi(parts[0])
+	perSecond, _ := strconv.ParseFloat(parts[1], 64)
+	db, err := embedded.Open(filepath.Join("/"+parts[2], "campaign.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rec := pushtest.NewRecorder(push.APNs)
+	d, err := herald.New(&herald.Config{Store: db.Retry(), Push: map[push.Provider]push.Sender{push.APNs: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop(ctx)
+	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := crashCampaign()
+	c.Key, c.PerSecond = "drain", perSecond
+	if _, err := r.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = r.Run(runCtx, c.Key)
+	}()
+	fmt.Println("draining")
+	<-sig
+	fmt.Println("delivered", len(rec.Sent()))
+	stop()
+	<-ran
 }
