@@ -76,7 +76,7 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	lats := make([][]time.Duration, clients)
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
-	paused := os.Getenv("HERALD_LOAD_PAUSE") != ""
+	paused, _ := strconv.ParseBool(os.Getenv("HERALD_LOAD_PAUSE"))
 	lanes := []string{herald.Lane(true, "apns"), herald.Lane(false, "apns")}
 	if paused {
 		for _, l := range lanes {
