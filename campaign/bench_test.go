@@ -3,10 +3,10 @@ package campaign_test
 import (
 	"bufio"
 	"context"
-	"os/exec"
-	"os/signal"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -170,18 +170,9 @@ type drainResult struct {
 func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainResult {
 	b.Helper()
 	queue, checkpoints := drainStores(b)
-	rec := pushtest.NewRecorder(push.APNs)
-	// The Dispatcher at its defaults, as a host runs it (8 transactional
-	// and 4 campaign workers per provider).
-	d, err := herald.New(&herald.Config{Store: queue, Push: map[push.Provider]push.Sender{push.APNs: rec}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, rec, stopDispatcher := drainDispatcher(b, queue)
+	defer stopDispatcher()
 	ctx := context.Background()
-	if err := d.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer d.Stop(ctx)
 	var res drainResult
 	done := make(chan struct{})
 	n := int(perSecond) * secs
@@ -207,16 +198,8 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 		campaigns = 0
 	}
 	if campaigns > 0 {
-		r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: checkpoints, Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
-		if err != nil {
-			b.Fatal(err)
-		}
-		c := crashCampaign()
-		c.Key, c.PerSecond = "drain", perSecond
-		if _, err := r.Create(ctx, c); err != nil {
-			b.Fatal(err)
-		}
-		go func() { _ = r.Run(ctx, c.Key) }()
+		r, key := drainCampaign(b, d, checkpoints, n, perSecond)
+		go func() { _ = r.Run(ctx, key) }()
 	}
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -319,25 +302,10 @@ func TestDrainCampaignChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rec := pushtest.NewRecorder(push.APNs)
-	d, err := herald.New(&herald.Config{Store: db.Retry(), Push: map[push.Provider]push.Sender{push.APNs: rec}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, rec, stopDispatcher := drainDispatcher(t, db.Retry())
+	defer stopDispatcher()
+	r, key := drainCampaign(t, d, db.Checkpoints(), n, perSecond)
 	ctx := context.Background()
-	if err := d.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer d.Stop(ctx)
-	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: db.Checkpoints(), Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := crashCampaign()
-	c.Key, c.PerSecond = "drain", perSecond
-	if _, err := r.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt)
 	defer signal.Stop(sig)
@@ -345,11 +313,44 @@ func TestDrainCampaignChild(t *testing.T) {
 	ran := make(chan struct{})
 	go func() {
 		defer close(ran)
-		_ = r.Run(runCtx, c.Key)
+		_ = r.Run(runCtx, key)
 	}()
 	fmt.Println("draining")
 	<-sig
 	fmt.Println("delivered", len(rec.Sent()))
 	stop()
 	<-ran
+}
+
+// drainDispatcher starts BenchmarkDrain's Dispatcher at its defaults, as
+// a host runs it (8 transactional and 4 campaign workers per provider),
+// delivering to a recorder.
+func drainDispatcher(tb testing.TB, queue retry.Store) (*herald.Dispatcher, *pushtest.Recorder, func()) {
+	tb.Helper()
+	rec := pushtest.NewRecorder(push.APNs)
+	d, err := herald.New(&herald.Config{Store: queue, Push: map[push.Provider]push.Sender{push.APNs: rec}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := d.Start(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return d, rec, func() { _ = d.Stop(ctx) }
+}
+
+// drainCampaign creates BenchmarkDrain's campaign: n recipients at
+// perSecond, to be run with the key it returns.
+func drainCampaign(tb testing.TB, d *herald.Dispatcher, cps checkpoint.Store, n int, perSecond float64) (*campaign.Runner, string) {
+	tb.Helper()
+	r, err := campaign.New(&campaign.Config{Dispatcher: d, Store: cps, Audiences: map[string]campaign.Iterator{"all": campaigntest.Audience{N: n}}, PageSize: 100})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := crashCampaign()
+	c.Key, c.PerSecond = "drain", perSecond
+	if _, err := r.Create(context.Background(), c); err != nil {
+		tb.Fatal(err)
+	}
+	return r, c.Key
 }
