@@ -415,7 +415,7 @@ func (s *Server) adminStore(w http.ResponseWriter, _ *http.Request) {
 		fail(w, http.StatusNotFound, "no embedded store file to report on", "")
 		return
 	}
-	reply(w, http.StatusOK, map[string]any{"store": "embedded", "load": l, "saturated": l.Saturated()})
+	reply(w, http.StatusOK, map[string]any{"load": l, "saturated": l.Saturated()})
 }
 
 func (s *Server) adminTracking(w http.ResponseWriter, r *http.Request) {

@@ -47,7 +47,10 @@ type stores struct {
 	checkpoints checkpoint.Store
 	// file is the embedded store's file when one is open (the embedded
 	// store, or Redis's tracking journal), for its writer's metrics.
-	file    *embedded.DB
+	file *embedded.DB
+	// holds is what the file holds: "store" (everything) or "journal"
+	// (Redis's tracking journal).
+	holds   string
 	closers []io.Closer
 }
 
@@ -108,14 +111,14 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 			return nil, err
 		}
 		return &stores{retry: rs, capping: rs.Capping(), tracking: db.Tracking(), inbox: rs.Inbox(),
-			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), file: db, closers: []io.Closer{rs, db}}, nil
+			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), file: db, holds: "journal", closers: []io.Closer{rs, db}}, nil
 	}
 	db, err := embedded.Open(c.Path, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(),
-		audiences: db.Audiences(), checkpoints: db.Checkpoints(), file: db, closers: []io.Closer{db}}, nil
+		audiences: db.Audiences(), checkpoints: db.Checkpoints(), file: db, holds: "store", closers: []io.Closer{db}}, nil
 }
 
 // tlsWith returns a TLS config trusting the system's roots and caFile's.

@@ -17,8 +17,11 @@ const (
 	loadWindow = time.Minute
 )
 
-// StoreLoad is the embedded store's writer over a recent window.
+// StoreLoad is the embedded file's writer over a recent window.
 type StoreLoad struct {
+	// Holds is what the file holds: "store" (the embedded store:
+	// everything) or "journal" (the tracking journal beside Redis).
+	Holds string `json:"holds"`
 	// Window is how long the figures cover, in seconds: a minute, up to
 	// loadEvery more (the samples' spacing), or less just after start.
 	Window float64 `json:"window_seconds"`
@@ -94,18 +97,19 @@ func (s *Server) storeLoad() (StoreLoad, bool) {
 	if s.st.file == nil {
 		return StoreLoad{}, false
 	}
-	return s.load.get(time.Now(), s.st.file.WriteStats())
+	l, ok := s.load.get(time.Now(), s.st.file.WriteStats())
+	l.Holds = s.st.holds
+	return l, ok
 }
 
 // sampleLoad samples the embedded store's counters every every until the
-// server closes. Stores without a file (PostgreSQL) have nothing to
+// server closes (New took the first sample). Stores without a file (PostgreSQL) have nothing to
 // sample.
 func (s *Server) sampleLoad(every time.Duration) {
 	f := s.st.file
 	if f == nil {
 		return
 	}
-	s.load.add(time.Now(), f.WriteStats())
 	s.rescan.Add(1)
 	go func() {
 		defer s.rescan.Done()

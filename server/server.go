@@ -85,6 +85,9 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.st.file != nil {
+		s.load.add(time.Now(), s.st.file.WriteStats())
+	}
 	s.metrics = newMetrics(s)
 	s.outbox, err = tracking.NewOutbox(s.st.tracking, &tracking.OutboxConfig{Sinks: append(cfg.sinks(log), s.metrics.sink()), Logger: log})
 	if err != nil {
