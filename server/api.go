@@ -406,8 +406,7 @@ func (s *Server) adminCapping(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, map[string]any{"usage": u})
 }
 
-// adminTracking is the sinks' backlogs and the gaps of the last 7 days.
-// adminStore reports the embedded store's writer over the last minute
+// adminStore reports the embedded file's writer over the last minute
 // (404 for a store without a file: PostgreSQL).
 func (s *Server) adminStore(w http.ResponseWriter, _ *http.Request) {
 	l, ok := s.storeLoad()
@@ -418,6 +417,7 @@ func (s *Server) adminStore(w http.ResponseWriter, _ *http.Request) {
 	reply(w, http.StatusOK, map[string]any{"load": l, "saturated": l.Saturated()})
 }
 
+// adminTracking is the sinks' backlogs and the gaps of the last 7 days.
 func (s *Server) adminTracking(w http.ResponseWriter, r *http.Request) {
 	sinks, err := s.outbox.SinkStatus(r.Context())
 	if err != nil {

@@ -7,11 +7,11 @@ import (
 	"github.com/heraldhq/herald/embedded"
 )
 
-// The embedded store's writer is what bounds a heraldd on one file: every
-// accepted message, outcome and tracking event waits for it
-// (BENCHMARKS.md). Its counters are sampled every loadEvery and the
-// console and the admin API show its use over the last loadWindow, so an
-// operator sees the headroom left before the 202s slow down.
+// Every accepted message, outcome and tracking event of a heraldd on one
+// file waits for that file's single writer, so the writer's busy share is
+// the store's headroom (BENCHMARKS.md: near 1, each write queues behind
+// others). Its counters are sampled every loadEvery, and the console and
+// the admin API show its use over the last loadWindow.
 const (
 	loadEvery  = 5 * time.Second
 	loadWindow = time.Minute
