@@ -12,7 +12,9 @@
 // round and as medians: messages/s, the ratio to the bare loop of the same
 // round, Send p50/p99/max while workers deliver, commits per message and
 // CPU per message (user+system of the whole process, fake included, for
-// both). PostgreSQL and Redis come from HERALD_POSTGRES_URL and
+// both), and with the medians the cores each used and bare's CPU a
+// message over the system's — which the ratio to bare follows when both
+// are CPU-bound. PostgreSQL and Redis come from HERALD_POSTGRES_URL and
 // HERALD_REDIS_ADDR (or -pg, -redis).
 package main
 
@@ -138,7 +140,7 @@ func run() error {
 	}
 	fmt.Printf("| round | system | messages/s | ÷ bare | Send p50 ms | p99 ms | max ms | commits/msg | CPU µs/msg | raw fsyncs/s |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|\n")
-	ratios := map[string][]float64{}
+	ratios, cpuRatios := map[string][]float64{}, map[string][]float64{}
 	for r, m := range byRound {
 		for _, n := range names {
 			res := m[n]
@@ -146,14 +148,19 @@ func run() error {
 			if b, ok := m["bare"]; ok && b.PerS > 0 {
 				ratio = res.PerS / b.PerS
 				ratios[n] = append(ratios[n], ratio)
+				if res.CPUMicros > 0 {
+					cpuRatios[n] = append(cpuRatios[n], b.CPUMicros/res.CPUMicros)
+				}
 			}
 			fmt.Printf("| %d | %s | %.0f | %.2f | %s | %s | %s | %s | %.0f | %.0f |\n", r+1, n, res.PerS, ratio,
 				ms(n, res.SendP50), ms(n, res.SendP99), ms(n, res.SendMax), commits(n, res.Commits), res.CPUMicros, res.FsyncsPS)
 		}
 	}
 	fmt.Printf("\nMedians of %d interleaved rounds (%d messages each, %d producers, %d workers):\n\n", *rounds, *messages, *producers, *workers)
-	fmt.Printf("| system | messages/s | ÷ bare (median of the rounds' ratios) | Send p50 ms | p99 ms | max ms | commits/msg | CPU µs/msg | raw fsyncs/s | peak RSS MB |\n")
-	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|\n")
+	// Where both sides are CPU-bound (cores alike), ÷ bare follows bare's
+	// CPU a message ÷ the system's: the last two columns show whether it is.
+	fmt.Printf("| system | messages/s | ÷ bare (median of the rounds' ratios) | Send p50 ms | p99 ms | max ms | commits/msg | CPU µs/msg | raw fsyncs/s | peak RSS MB | cores | bare's CPU/msg ÷ its |\n")
+	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range names {
 		med := func(f func(result) float64) float64 {
 			var xs []float64
@@ -162,16 +169,20 @@ func run() error {
 			}
 			return median(xs)
 		}
-		ratio := "—"
+		ratio, cpuRatio := "—", "—"
 		if len(ratios[n]) > 0 {
 			ratio = fmt.Sprintf("%.2f", median(ratios[n]))
 		}
-		fmt.Printf("| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %.0f | %.1f |\n", n,
+		if len(cpuRatios[n]) > 0 {
+			cpuRatio = fmt.Sprintf("%.2f", median(cpuRatios[n]))
+		}
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %.0f | %.1f | %.2f | %s |\n", n,
 			med(func(r result) float64 { return r.PerS }), ratio,
 			ms(n, med(func(r result) float64 { return r.SendP50 })), ms(n, med(func(r result) float64 { return r.SendP99 })),
 			ms(n, med(func(r result) float64 { return r.SendMax })), commits(n, med(func(r result) float64 { return r.Commits })),
 			med(func(r result) float64 { return r.CPUMicros }), med(func(r result) float64 { return r.FsyncsPS }),
-			med(func(r result) float64 { return r.PeakRSSMB }))
+			med(func(r result) float64 { return r.PeakRSSMB }),
+			med(func(r result) float64 { return r.PerS * r.CPUMicros / 1e6 }), cpuRatio)
 	}
 	return nil
 }
