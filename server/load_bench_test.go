@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 		}
 	}
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU(b)
 	for c := range clients {
 		wg.Add(1)
 		go func() {
@@ -117,6 +118,7 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cores := (processCPU(b) - cpu0).Seconds() / elapsed.Seconds()
 	b.StopTimer()
 	var all []time.Duration
 	for _, l := range lats {
@@ -157,4 +159,16 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(accepted.Load()-int64(completed)), "lost")
 	b.ReportMetric(float64(failed.Load()), "refused")
+	// The process's CPU over the window (server, its workers and the
+	// clients): at the machine's cores, the door is CPU-bound.
+	b.ReportMetric(cores, "cores")
+}
+
+// processCPU is the process's user and system CPU so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
