@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/internal/fakeproviders"
 	"github.com/heraldhq/herald/push/pushtest"
@@ -86,6 +89,7 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 			}
 		}
 	}
+	busy0 := writerBusy(b, base)
 	b.ResetTimer()
 	start, cpu0 := time.Now(), processCPU(b)
 	for c := range clients {
@@ -120,6 +124,7 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	elapsed := time.Since(start)
 	cores := (processCPU(b) - cpu0).Seconds() / elapsed.Seconds()
 	b.StopTimer()
+	busy := (writerBusy(b, base) - busy0) / elapsed.Seconds()
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
@@ -162,6 +167,23 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	// The process's CPU over the window (server, its workers and the
 	// clients): at the machine's cores, the door is CPU-bound.
 	b.ReportMetric(cores, "cores")
+	// The store's writer: its busy share of the window, from /metrics.
+	b.ReportMetric(busy, "writer-busy")
+}
+
+// writerBusy scrapes the store writer's busy seconds from /metrics.
+func writerBusy(b *testing.B, base string) float64 {
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sum(fams, "herald_store_writer_busy_seconds_total", nil)
 }
 
 // processCPU is the process's user and system CPU so far.
