@@ -89,7 +89,7 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 			}
 		}
 	}
-	busy0 := writerBusy(b, base)
+	busy0, h0 := writerBusy(b, base)
 	b.ResetTimer()
 	start, cpu0 := time.Now(), processCPU(b)
 	for c := range clients {
@@ -124,7 +124,8 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	elapsed := time.Since(start)
 	cores := (processCPU(b) - cpu0).Seconds() / elapsed.Seconds()
 	b.StopTimer()
-	busy := (writerBusy(b, base) - busy0) / elapsed.Seconds()
+	busy1, h1 := writerBusy(b, base)
+	busy := (busy1 - busy0) / elapsed.Seconds()
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
@@ -169,10 +170,27 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	b.ReportMetric(cores, "cores")
 	// The store's writer: its busy share of the window, from /metrics.
 	b.ReportMetric(busy, "writer-busy")
+	// The mean time inside the 202s' handler (the server's own histogram)
+	// beside the clients' mean: the difference is spent before and after
+	// the handler (connections, the HTTP server, the scheduler).
+	if n := h1.count - h0.count; n > 0 {
+		b.ReportMetric((h1.sum-h0.sum)/float64(n)*1000, "handler-mean-ms")
+	}
+	var total time.Duration
+	for _, l := range all {
+		total += l
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(len(all))/1000, "client-mean-ms")
 }
 
-// writerBusy scrapes the store writer's busy seconds from /metrics.
-func writerBusy(b *testing.B, base string) float64 {
+type histSum struct {
+	sum   float64
+	count uint64
+}
+
+// writerBusy scrapes the store writer's busy seconds from /metrics, and
+// the 202s' handler histogram of POST /v1/messages.
+func writerBusy(b *testing.B, base string) (float64, histSum) {
 	res, err := http.Get(base + "/metrics")
 	if err != nil {
 		b.Fatal(err)
@@ -183,7 +201,25 @@ func writerBusy(b *testing.B, base string) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return sum(fams, "herald_store_writer_busy_seconds_total", nil)
+	var h histSum
+	if f := fams["herald_http_request_duration_seconds"]; f != nil {
+		for _, m := range f.GetMetric() {
+			route, code := "", ""
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "route":
+					route = l.GetValue()
+				case "code":
+					code = l.GetValue()
+				}
+			}
+			if route == "POST /v1/messages" && code == "202" && m.Histogram != nil {
+				h.sum += m.GetHistogram().GetSampleSum()
+				h.count += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return sum(fams, "herald_store_writer_busy_seconds_total", nil), h
 }
 
 // processCPU is the process's user and system CPU so far.
