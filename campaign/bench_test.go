@@ -195,6 +195,9 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 		childOut = bufio.NewScanner(out)
 		for childOut.Scan() && childOut.Text() != "draining" {
 		}
+		if childOut.Text() != "draining" {
+			b.Fatal("the campaign's child process ended before draining")
+		}
 		campaigns = 0
 	}
 	if campaigns > 0 {
@@ -229,13 +232,16 @@ func sendLatencies(b *testing.B, campaigns, secs int, perSecond float64) drainRe
 	close(done)
 	if child != nil {
 		_ = child.Process.Signal(os.Interrupt)
+		reported := false
 		for childOut.Scan() {
 			if v, ok := strings.CutPrefix(childOut.Text(), "delivered "); ok {
 				camp, _ := strconv.Atoi(v)
-				res.rate = float64(camp) / time.Since(start).Seconds()
+				res.rate, reported = float64(camp)/time.Since(start).Seconds(), true
 			}
 		}
-		_ = child.Wait()
+		if err := child.Wait(); err != nil || !reported {
+			b.Fatalf("the campaign's child process: %v (reported its deliveries: %v)", err, reported)
+		}
 	}
 	if campaigns > 0 {
 		camp := 0

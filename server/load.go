@@ -43,14 +43,14 @@ type loadSample struct {
 	ws embedded.WriteStats
 }
 
-// storeLoad keeps the samples of the last window, oldest first.
-type storeLoad struct {
+// loadSamples keeps the writer's counters of the last window, oldest first.
+type loadSamples struct {
 	mu      sync.Mutex
 	window  time.Duration
 	samples []loadSample
 }
 
-func (l *storeLoad) add(at time.Time, ws embedded.WriteStats) {
+func (l *loadSamples) add(at time.Time, ws embedded.WriteStats) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.samples = append(l.samples, loadSample{at, ws})
@@ -63,7 +63,7 @@ func (l *storeLoad) add(at time.Time, ws embedded.WriteStats) {
 
 // get returns the load from the window's start (the newest sample at or
 // before it, or the oldest there is) to now and its counters cur.
-func (l *storeLoad) get(now time.Time, cur embedded.WriteStats) (StoreLoad, bool) {
+func (l *loadSamples) get(now time.Time, cur embedded.WriteStats) (StoreLoad, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.samples) == 0 {

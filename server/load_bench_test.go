@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/bench"
 	"github.com/heraldhq/herald/internal/fakeproviders"
 	"github.com/heraldhq/herald/push/pushtest"
 	"github.com/heraldhq/herald/server"
@@ -89,9 +89,9 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 			}
 		}
 	}
-	busy0, h0 := writerBusy(b, base)
+	busy0, h0 := scrapeLoad(b, base)
 	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU(b)
+	start, cpu0 := time.Now(), bench.CPUTime()
 	for c := range clients {
 		wg.Add(1)
 		go func() {
@@ -122,9 +122,9 @@ func loadRound(b *testing.B, d time.Duration, clients int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cores := (processCPU(b) - cpu0).Seconds() / elapsed.Seconds()
+	cores := (bench.CPUTime() - cpu0).Seconds() / elapsed.Seconds()
 	b.StopTimer()
-	busy1, h1 := writerBusy(b, base)
+	busy1, h1 := scrapeLoad(b, base)
 	busy := (busy1 - busy0) / elapsed.Seconds()
 	var all []time.Duration
 	for _, l := range lats {
@@ -188,9 +188,9 @@ type histSum struct {
 	count uint64
 }
 
-// writerBusy scrapes the store writer's busy seconds from /metrics, and
-// the 202s' handler histogram of POST /v1/messages.
-func writerBusy(b *testing.B, base string) (float64, histSum) {
+// scrapeLoad reads the store writer's busy seconds and the 202s' handler
+// histogram of POST /v1/messages from /metrics.
+func scrapeLoad(b *testing.B, base string) (float64, histSum) {
 	res, err := http.Get(base + "/metrics")
 	if err != nil {
 		b.Fatal(err)
@@ -220,13 +220,4 @@ func writerBusy(b *testing.B, base string) (float64, histSum) {
 		}
 	}
 	return sum(fams, "herald_store_writer_busy_seconds_total", nil), h
-}
-
-// processCPU is the process's user and system CPU so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

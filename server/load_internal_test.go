@@ -8,7 +8,7 @@ import (
 )
 
 func TestStoreLoadCoversTheLastWindow(t *testing.T) {
-	l := &storeLoad{window: time.Minute}
+	l := &loadSamples{window: time.Minute}
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	if _, ok := l.get(t0, embedded.WriteStats{}); ok {
 		t.Fatal("a load before any sample")

@@ -48,7 +48,7 @@ type Server struct {
 	runs    map[string]context.CancelFunc
 	runCtx  context.Context
 	rescan  sync.WaitGroup // the loops that resume campaigns and sample the store's load
-	load    storeLoad
+	load    loadSamples
 	started time.Time
 	// lastProgress is when a worker last finished an attempt (unix nanos).
 	lastProgress atomic.Int64
@@ -72,7 +72,7 @@ func NewLogger(c *LogConfig, w *os.File) *slog.Logger {
 // Dispatcher. Start runs the workers; Handler serves HTTP.
 func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, keys: map[string]*APIKey{}, notifier: &inbox.Notifier{}, started: time.Now(),
-		load: storeLoad{window: loadWindow}}
+		load: loadSamples{window: loadWindow}}
 	s.lastProgress.Store(time.Now().UnixNano())
 	for i := range cfg.APIKeys {
 		s.keys[strings.ToLower(cfg.APIKeys[i].SHA256)] = &cfg.APIKeys[i]

@@ -38,7 +38,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -223,12 +222,6 @@ func runInChild(system string) (result, error) {
 		"-workers", fmt.Sprint(*workers), "-dir", *dir, "-pg", *pgURL, "-redis", *redisAddr)
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func runChild(ctx context.Context, system string) error {
 	path, cleanup, err := bench.TempPath(*dir)
 	if err != nil {
@@ -300,7 +293,7 @@ func runBare(ctx context.Context, fake *pushtest.APNsServer, tokens []string) (r
 		Timeout:   apns2.HTTPClientTimeout,
 	}
 	defer c.CloseIdleConnections()
-	cpu0, start := cpuTime(), time.Now()
+	cpu0, start := bench.CPUTime(), time.Now()
 	err = produce(func(i int) error {
 		r, err := c.PushWithContext(ctx, &apns2.Notification{
 			DeviceToken: tokens[i%len(tokens)], Topic: topic,
@@ -311,7 +304,7 @@ func runBare(ctx context.Context, fake *pushtest.APNsServer, tokens []string) (r
 		}
 		return err
 	})
-	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	elapsed, cpu := time.Since(start), bench.CPUTime()-cpu0
 	if err != nil {
 		return result{}, err
 	}
@@ -494,7 +487,7 @@ func runPipeline(ctx context.Context, system, path string, fake *pushtest.APNsSe
 	if st.busy != nil {
 		b0 = st.busy()
 	}
-	cpu0, start := cpuTime(), time.Now()
+	cpu0, start := bench.CPUTime(), time.Now()
 	err = produce(func(i int) error {
 		m := herald.Message{IdempotencyKey: fmt.Sprint("m-", i), User: fmt.Sprint("u", i%1000), Transactional: true,
 			Push: &herald.PushMessage{Provider: push.APNs, Message: push.Message{
@@ -512,7 +505,7 @@ func runPipeline(ctx context.Context, system, path string, fake *pushtest.APNsSe
 	case <-time.After(5 * time.Minute):
 		return result{}, fmt.Errorf("%d of %d delivered after 5 minutes", delivered.Load(), *messages)
 	}
-	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	elapsed, cpu := time.Since(start), bench.CPUTime()-cpu0
 	busy := 0.0
 	if st.busy != nil {
 		busy = (st.busy() - b0).Seconds() / elapsed.Seconds()
