@@ -8,7 +8,6 @@ import (
 
 	"github.com/heraldhq/herald/delivery"
 	"github.com/heraldhq/herald/eligibility"
-	"github.com/heraldhq/herald/internal/redact"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/tracking"
 )
@@ -89,7 +88,7 @@ func (d *Dispatcher) suppressGone(ctx context.Context, m *Message, cause error) 
 	det, _ := delivery.DetailOf(cause)
 	reason := fmt.Sprintf("%s %d %s", cmpOr(det.Provider, rs[0][0]), det.Status, det.Code)
 	sup := eligibility.Suppression{Key: eligibility.RecipientKey(rs[0][0], rs[0][1]), Channel: rs[0][0],
-		Masked: mask(rs[0][0], rs[0][1]), Reason: reason, Source: "provider", At: d.cfg.Now()}
+		Masked: eligibility.Mask(rs[0][0], rs[0][1]), Reason: reason, Source: "provider", At: d.cfg.Now()}
 	if err := s.Suppress(ctx, sup); err != nil {
 		d.cfg.Logger.Warn("herald: could not suppress a gone recipient", "channel", sup.Channel, "recipient", sup.Masked, "err", err)
 	}
@@ -149,16 +148,6 @@ func addressOf(a string) string {
 		return p.Address
 	}
 	return a
-}
-
-func mask(channel, r string) string {
-	switch channel {
-	case "email":
-		return redact.Email(r)
-	case "sms":
-		return redact.Phone(r)
-	}
-	return redact.Token(r)
 }
 
 func cmpOr(s, def string) string {

@@ -24,6 +24,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/redact"
 )
 
 // ErrClosed is returned by a closed store.
@@ -83,6 +85,18 @@ func RecipientKey(channel, recipient string) string {
 	}
 	sum := sha256.Sum256([]byte(channel + "\x00" + r))
 	return hex.EncodeToString(sum[:16])
+}
+
+// Mask is a recipient masked for display and logs (Suppression.Masked):
+// a***@example.com, +44********89, abcd…wxyz(64).
+func Mask(channel, recipient string) string {
+	switch channel {
+	case "email":
+		return redact.Email(recipient)
+	case "sms":
+		return redact.Phone(recipient)
+	}
+	return redact.Token(recipient)
 }
 
 // ChannelTopic and CategoryTopic name the topics of preferences.

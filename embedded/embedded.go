@@ -39,6 +39,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/heraldhq/herald/capping"
+	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/retry"
 	"github.com/heraldhq/herald/tracking"
 )
@@ -55,7 +56,7 @@ var (
 
 // errStoreClosed is what a closed store answers; it is both retry's and
 // capping's ErrClosed.
-var errStoreClosed = fmt.Errorf("embedded: store closed: %w, %w, %w", retry.ErrClosed, capping.ErrClosed, tracking.ErrClosed)
+var errStoreClosed = fmt.Errorf("embedded: store closed: %w, %w, %w, %w", retry.ErrClosed, capping.ErrClosed, tracking.ErrClosed, eligibility.ErrClosed)
 
 // applicationID marks SQLite files made by herald ("HRLD").
 const applicationID = 0x48524c44
@@ -245,6 +246,26 @@ func (db *DB) open() error {
 	return nil
 }
 
+// eligibilityTables are the suppression list's and preferences' tables,
+// in a DB (migration 6) and in an EligibilityFile.
+const eligibilityTables = `
+CREATE TABLE eligibility_suppressions (
+	key     TEXT    PRIMARY KEY,
+	channel TEXT    NOT NULL,
+	masked  TEXT    NOT NULL,
+	reason  TEXT    NOT NULL,
+	source  TEXT    NOT NULL,
+	at      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE eligibility_preferences (
+	user      TEXT    NOT NULL,
+	topic     TEXT    NOT NULL,
+	opted_out INTEGER NOT NULL,
+	at        INTEGER NOT NULL,
+	PRIMARY KEY (user, topic)
+) WITHOUT ROWID;
+`
+
 // migrations are applied in order; user_version counts those applied.
 var migrations = []string{
 	// 1: the retry queue.
@@ -338,23 +359,7 @@ ALTER TABLE retry_jobs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
 `,
 	// 6: eligibility at the send path: the suppression list (recipients as
 	// keyed digests) and users' preferences.
-	`
-CREATE TABLE eligibility_suppressions (
-	key     TEXT    PRIMARY KEY,
-	channel TEXT    NOT NULL,
-	masked  TEXT    NOT NULL,
-	reason  TEXT    NOT NULL,
-	source  TEXT    NOT NULL,
-	at      INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE eligibility_preferences (
-	user      TEXT    NOT NULL,
-	topic     TEXT    NOT NULL,
-	opted_out INTEGER NOT NULL,
-	at        INTEGER NOT NULL,
-	PRIMARY KEY (user, topic)
-) WITHOUT ROWID;
-`,
+	eligibilityTables,
 	// 7: fan-out checkpoints (campaigns): the cursor moves in the same
 	// write as the jobs of its page.
 	`

@@ -15,5 +15,8 @@ func TestMain(m *testing.M) {
 		// Re-executed by TestCrash: run only the child's work.
 		os.Exit(crashChild())
 	}
+	if os.Getenv(eligibilityChildEnv) != "" {
+		os.Exit(eligibilityChild()) // one of the processes sharing an eligibility file
+	}
 	goleak.VerifyTestMain(m)
 }

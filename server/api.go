@@ -73,6 +73,10 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		}
 		m.IdempotencyKey = h
 	}
+	if msg := s.otherRole(m.Transactional); msg != "" {
+		fail(w, http.StatusConflict, msg, "Transactional")
+		return
+	}
 	res, err := s.d.Send(r.Context(), m)
 	var fe *herald.FieldError
 	var ce *herald.ConflictError
@@ -91,6 +95,29 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusOK
 		}
 		reply(w, status, map[string]any{"id": res.ID, "duplicate": res.Duplicate})
+	}
+}
+
+// otherRole says why a message that belongs to the other instance of a
+// split deployment is refused here, or "" if this instance sends it.
+func (s *Server) otherRole(transactional bool) string {
+	switch {
+	case s.cfg.Role == RoleTransactional && !transactional:
+		return "this instance's role is transactional: send messages that are not transactional, and campaigns, to the marketing instance"
+	case s.cfg.Role == RoleMarketing && transactional:
+		return "this instance's role is marketing: send transactional messages to the transactional instance"
+	}
+	return ""
+}
+
+// marketingOnly refuses a campaign's or an audience's request at an
+// instance whose role is transactional.
+func (s *Server) marketingOnly(h http.HandlerFunc) http.HandlerFunc {
+	if s.cfg.Role != RoleTransactional {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		fail(w, http.StatusConflict, s.otherRole(false), "")
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/audience"
 	"github.com/heraldhq/herald/capping"
 	"github.com/heraldhq/herald/checkpoint"
+	"github.com/heraldhq/herald/eligibility"
 	"github.com/heraldhq/herald/email/smtp"
 	"github.com/heraldhq/herald/embedded"
 	"github.com/heraldhq/herald/inbox"
@@ -45,6 +46,7 @@ type stores struct {
 	inbox       inbox.Store
 	audiences   audience.Store
 	checkpoints checkpoint.Store
+	eligibility eligibility.Store
 	// file is the embedded store's file when one is open (the embedded
 	// store, or Redis's tracking journal), for its writer's metrics.
 	file *embedded.DB
@@ -75,7 +77,7 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 		if err != nil {
 			return nil, fmt.Errorf("store.url: %w", err)
 		}
-		pool, err := pgxpool.New(ctx, url.String())
+		pool, err := pgxpool.New(ctx, url.Reveal())
 		if err != nil {
 			return nil, fmt.Errorf("store.url: %w", errors.New("not a PostgreSQL connection string")) // the URL holds a password: not repeated
 		}
@@ -89,13 +91,13 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 			return nil, fmt.Errorf("postgres: migrate: %w", err)
 		}
 		return &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(),
-			audiences: db.Audiences(), checkpoints: db.Checkpoints(),
+			audiences: db.Audiences(), checkpoints: db.Checkpoints(), eligibility: db.Eligibility(),
 			closers: []io.Closer{closerFunc(func() error { pool.Close(); return nil })}}, nil
 	case "redis":
 		pw, _ := ResolveSecret(c.Password)
 		opts := &redis.Options{Addr: c.Addr}
 		if !pw.IsZero() {
-			opts.Password = pw.String()
+			opts.Password = pw.Reveal()
 		}
 		rdb := redis.NewClient(opts)
 		rs, err := redisstore.New(ctx, rdb, &redisstore.Config{Logger: log})
@@ -111,14 +113,24 @@ func openStores(ctx context.Context, c *Store, log *slog.Logger) (*stores, error
 			return nil, err
 		}
 		return &stores{retry: rs, capping: rs.Capping(), tracking: db.Tracking(), inbox: rs.Inbox(),
-			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), file: db, holds: "journal", closers: []io.Closer{rs, db}}, nil
+			audiences: rs.Audiences(), checkpoints: rs.Checkpoints(), eligibility: rs.Eligibility(), file: db, holds: "journal", closers: []io.Closer{rs, db}}, nil
 	}
 	db, err := embedded.Open(c.Path, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(),
-		audiences: db.Audiences(), checkpoints: db.Checkpoints(), file: db, holds: "store", closers: []io.Closer{db}}, nil
+	st := &stores{retry: db.Retry(), capping: db.Capping(), tracking: db.Tracking(), inbox: db.Inbox(), eligibility: db.Eligibility(),
+		audiences: db.Audiences(), checkpoints: db.Checkpoints(), file: db, holds: "store", closers: []io.Closer{db}}
+	if c.EligibilityPath != "" {
+		f, err := embedded.OpenEligibility(c.EligibilityPath)
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("store.eligibility_path: %w", err)
+		}
+		st.eligibility = f
+		st.closers = append(st.closers, f)
+	}
+	return st, nil
 }
 
 // tlsWith returns a TLS config trusting the system's roots and caFile's.

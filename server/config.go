@@ -25,7 +25,15 @@ import (
 type Config struct {
 	// Listen is the HTTP address. Default 127.0.0.1:8080.
 	Listen string `yaml:"listen"`
-	Store  Store  `yaml:"store"`
+	// Role is what this instance sends: all (default), or, for a
+	// deployment in two instances, transactional (single transactional
+	// messages only: no campaign's writes ever queue ahead of them) or
+	// marketing (everything else: campaigns, audiences, single
+	// non-transactional messages). Each refuses the other's requests with
+	// 409. On the embedded store each instance has a file of its own and
+	// both name the same store.eligibility_path.
+	Role  string `yaml:"role"`
+	Store Store  `yaml:"store"`
 	// APIKeys are the keys callers send as "Authorization: Bearer <key>",
 	// stored as their SHA-256 (heraldd keygen prints a key and its hash).
 	APIKeys []APIKey `yaml:"api_keys"`
@@ -58,6 +66,12 @@ type Store struct {
 	URL string `yaml:"url"`
 	// Schema is PostgreSQL's schema. Default herald.
 	Schema string `yaml:"schema"`
+	// EligibilityPath, embedded store only, keeps the suppression list and
+	// users' preferences in a file of their own that several instances on
+	// one machine share (a transactional and a marketing instance: a token
+	// gone, an address bounced or an unsubscribe seen by one stops the
+	// other's next message). Default: in the store's file.
+	EligibilityPath string `yaml:"eligibility_path"`
 	// Addr is Redis's host:port; Password a secret. The Redis store keeps
 	// the tracking journal in the embedded file at Path.
 	Addr     string `yaml:"addr"`
@@ -351,6 +365,7 @@ func (c *Config) Check() error {
 		k.add("listen", "not host:port")
 	}
 	c.checkStore(k)
+	c.checkRole(k)
 	c.checkKeys(k)
 	c.checkProviders(k)
 	c.checkCapping(k)
@@ -422,6 +437,49 @@ func (c *Config) checkStore(k *checker) {
 	}
 	if c.Store.Path == "" {
 		c.Store.Path = "herald.db"
+	}
+	switch {
+	case c.Store.EligibilityPath == "":
+	case c.Store.Kind != "embedded":
+		k.add("store.eligibility_path", "embedded store only (on %s the instances share the store itself)", c.Store.Kind)
+	case c.Store.EligibilityPath == c.Store.Path:
+		k.add("store.eligibility_path", "a file of its own, not store.path")
+	}
+}
+
+// Roles an instance may have.
+const (
+	RoleAll           = "all"
+	RoleTransactional = "transactional"
+	RoleMarketing     = "marketing"
+)
+
+// checkRole checks that a split deployment on the embedded store loses
+// nothing: the instances share the suppression list and preferences, and
+// nothing that must count or be read in one place is kept in two files.
+func (c *Config) checkRole(k *checker) {
+	switch c.Role {
+	case "", RoleAll:
+		c.Role = RoleAll
+		return
+	case RoleTransactional, RoleMarketing:
+	default:
+		k.add("role", "all, transactional or marketing, not %q", c.Role)
+		return
+	}
+	if c.Store.Kind != "embedded" {
+		return // PostgreSQL and Redis are one store the instances share
+	}
+	if c.Store.EligibilityPath == "" {
+		k.add("store.eligibility_path", "required with role %s on the embedded store: the file the transactional and marketing instances share for suppressions and preferences", c.Role)
+	}
+	for i, r := range c.Capping.Rules {
+		if r.IncludeTransactional {
+			k.add(fmt.Sprintf("capping.rules[%d].include_transactional", i), "not with role %s on the embedded store: the instances' files would each count part of it", c.Role)
+		}
+	}
+	if c.Inbox.TokenKey != "" {
+		k.add("inbox.token_key", "not with role %s on the embedded store: each instance's file would hold part of a user's Inbox (serve the Inbox from PostgreSQL or Redis, or one instance with role all)", c.Role)
 	}
 }
 

@@ -83,3 +83,39 @@ log: {level: loud}
 	require.Equal(t, 2, ee.ExitCode())
 	require.GreaterOrEqual(t, strings.Count(string(out), "\n  "), 35, "%s", out)
 }
+
+// A split deployment on the embedded store is refused where it would
+// lose something: no shared eligibility file, a cap that both instances'
+// files would each count part of, an Inbox split in two.
+func TestConfigSplitRoles(t *testing.T) {
+	t.Parallel()
+	const keys = "api_keys: [{name: a, sha256: 0000000000000000000000000000000000000000000000000000000000000000, scopes: [send]}]\n" +
+		"smtp: [{host: 127.0.0.1, port: 2525, tls: none}]\n"
+	problems := func(yaml string) map[string]string {
+		t.Helper()
+		_, err := server.ParseConfig([]byte(keys + yaml))
+		if err == nil {
+			return nil
+		}
+		var ce *server.ConfigError
+		require.ErrorAs(t, err, &ce)
+		m := map[string]string{}
+		for _, p := range ce.Problems {
+			m[p.Field] = p.Problem
+		}
+		return m
+	}
+	require.Contains(t, problems("role: billing\n"), "role")
+	p := problems("role: transactional\ncapping: {rules: [{name: all, kind: global, limit: 5, window: day, include_transactional: true}]}\n" +
+		"inbox: {token_key: env:HOME}\n")
+	require.Contains(t, p["store.eligibility_path"], "share")
+	require.Contains(t, p, "capping.rules[0].include_transactional")
+	require.Contains(t, p, "inbox.token_key")
+	require.Nil(t, problems("role: marketing\nstore: {eligibility_path: eligibility.db}\n"))
+	require.Nil(t, problems("role: transactional\nstore: {kind: redis, addr: '127.0.0.1:6379'}\ncapping: {rules: [{name: all, kind: global, limit: 5, window: day, include_transactional: true}]}\n"), "Redis is one store both share")
+	require.Contains(t, problems("store: {kind: redis, addr: '127.0.0.1:6379', eligibility_path: e.db}\n"), "store.eligibility_path")
+	require.Contains(t, problems("store: {path: h.db, eligibility_path: h.db}\n"), "store.eligibility_path")
+	c, err := server.ParseConfig([]byte(keys))
+	require.NoError(t, err)
+	require.Equal(t, server.RoleAll, c.Role)
+}

@@ -273,6 +273,21 @@ func TestHeralddEndToEnd(t *testing.T) {
 		return len(d) == 1
 	}, 10*time.Second, 20*time.Millisecond)
 	f.SMTP.Heal()
+	// The hard bounce suppressed the address; the host's admin removes it
+	// (the mailbox exists again) before requeueing. Recipients travel in
+	// bodies and come back masked.
+	gone := map[string]any{"channel": "email", "recipient": "gone@example.com"}
+	code, v = p.do(t, "POST", "/v1/suppressions/check", reader, gone)
+	require.Equal(t, 200, code, "%v", v)
+	require.Equal(t, true, v["suppressed"], "%v", v)
+	require.Equal(t, "provider", v["source"])
+	require.Contains(t, v["reason"], "550")
+	require.NotContains(t, fmt.Sprint(v), "gone@example.com")
+	code, _ = p.do(t, "POST", "/v1/suppressions/remove", sender, gone)
+	require.Equal(t, 403, code, "removing a suppression is an admin's")
+	code, v = p.do(t, "POST", "/v1/suppressions/remove", admin, gone)
+	require.Equal(t, 200, code, "%v", v)
+	require.Equal(t, false, v["suppressed"])
 	code, _ = p.do(t, "POST", fmt.Sprintf("/v1/admin/dead/%d/requeue", int64(deadID)), admin, nil)
 	require.Equal(t, 200, code)
 	require.Eventually(t, func() bool { return len(f.SMTP.Messages()) == 2 }, 10*time.Second, 20*time.Millisecond)

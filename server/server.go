@@ -101,7 +101,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	}
 	hc := &herald.Config{
 		Store: s.st.retry, Limiter: s.limiter, DeferCapped: cfg.Capping.Defer, Tracker: s.outbox,
-		Inbox: s.st.inbox, Notifier: s.notifier, Logger: log,
+		Inbox: s.st.inbox, Notifier: s.notifier, Logger: log, Eligibility: s.st.eligibility,
 		// A cancelled campaign's waiting messages are refused at send time.
 		Eligible:      func(ctx context.Context, m *herald.Message) (bool, string) { return s.campaigns.Eligible(ctx, m) },
 		Transactional: laneConfig(cfg.Lanes.Transactional), Campaign: laneConfig(cfg.Lanes.Campaign),
@@ -169,10 +169,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.d.Start(ctx); err != nil {
 		return err
 	}
+	s.sampleLoad(loadEvery)
+	if s.cfg.Role == RoleTransactional {
+		return nil // campaigns are the marketing instance's
+	}
 	if err := s.resumeCampaigns(ctx); err != nil {
 		return err
 	}
-	s.sampleLoad(loadEvery)
 	// Again every lease period: a campaign whose runner (another
 	// heraldd on the same database) died is taken over once its lease
 	// lapses.
@@ -273,13 +276,17 @@ func (s *Server) apiRoutes() []route {
 		{"GET", "/v1/messages", "read", s.messageByKey},
 		{"GET", "/v1/messages/{id}", "read", s.messageByID},
 		{"POST", "/v1/events", "events", s.ingest().ServeHTTP},
-		{"POST", "/v1/audiences/{name}/members", "send", s.uploadMembers},
-		{"POST", "/v1/audiences/{name}/remove", "send", s.removeMembers},
-		{"GET", "/v1/audiences/{name}", "read", s.audienceSize},
-		{"POST", "/v1/campaigns", "send", s.createCampaign},
-		{"GET", "/v1/campaigns", "read", s.listCampaigns},
-		{"GET", "/v1/campaigns/{key}", "read", s.campaignProgress},
-		{"POST", "/v1/campaigns/{key}/{action}", "send", s.campaignAction},
+		{"POST", "/v1/audiences/{name}/members", "send", s.marketingOnly(s.uploadMembers)},
+		{"POST", "/v1/audiences/{name}/remove", "send", s.marketingOnly(s.removeMembers)},
+		{"GET", "/v1/audiences/{name}", "read", s.marketingOnly(s.audienceSize)},
+		{"POST", "/v1/campaigns", "send", s.marketingOnly(s.createCampaign)},
+		{"GET", "/v1/campaigns", "read", s.marketingOnly(s.listCampaigns)},
+		{"GET", "/v1/campaigns/{key}", "read", s.marketingOnly(s.campaignProgress)},
+		{"POST", "/v1/campaigns/{key}/{action}", "send", s.marketingOnly(s.campaignAction)},
+		{"POST", "/v1/suppressions", "send", s.suppress},
+		{"POST", "/v1/suppressions/check", "read", s.checkSuppression},
+		{"POST", "/v1/suppressions/remove", "admin", s.unsuppress},
+		{"PUT", "/v1/users/{user}/preferences", "send", s.setPreference},
 		{"GET", "/v1/admin/lanes", "admin", s.adminLanes},
 		{"POST", "/v1/admin/lanes/{lane}/pause", "admin", s.adminPause},
 		{"POST", "/v1/admin/lanes/{lane}/resume", "admin", s.adminResume},

@@ -54,6 +54,10 @@ type Options struct {
 	Store string
 	// Extra is YAML appended to the config (ready:, capping:, lanes:).
 	Extra string
+	// EligibilityPath is the store's eligibility_path (none by default).
+	EligibilityPath string
+	// NoInbox leaves the Inbox out (it is on by default).
+	NoInbox bool
 }
 
 // Start runs the fakes (stopped with tb's cleanup) and writes dir's config.
@@ -117,13 +121,20 @@ func Start(tb testing.TB, dir string, o *Options) (*Fakes, error) {
 		store = filepath.Join(dir, "herald.db")
 	}
 	p := func(name string) string { return "file:" + filepath.Join(dir, name) }
+	eligibilityPath, inbox := "", "inbox:\n  token_key: "+p("inbox-token-key")+"\n"
+	if o.EligibilityPath != "" {
+		eligibilityPath = "  eligibility_path: " + o.EligibilityPath + "\n"
+	}
+	if o.NoInbox {
+		inbox = ""
+	}
 	ca2 := filepath.Join(dir, "ca.pem")
 	cfg := fmt.Sprintf(`# heraldd pointed at local fakes of every provider (heraldd fakes). Secrets are in files beside it.
 listen: %s
 store:
   kind: embedded
   path: %s
-api_keys:
+%sapi_keys:
 %sapns:
   - app: ""
     topic: %s
@@ -165,9 +176,7 @@ twilio:
   - account_sid: %s
     auth_token: %s
     base_url: %s
-inbox:
-  token_key: %s
-%s`, listen, store, keys.String(),
+%s%s`, listen, store, eligibilityPath, keys.String(),
 		RiderTopic, filepath.Join(dir, "apns-rider.p8"), keyID, teamID, f.APNs.URL(), ca2,
 		DriverTopic, filepath.Join(dir, "apns-driver.p8"), dKeyID, dTeamID, f.APNsDriver.URL(), ca2,
 		filepath.Join(dir, "fcm-service-account.json"), f.FCM.URL()+"/v1",
@@ -175,7 +184,7 @@ inbox:
 		smtpHost, smtpPort, user, p("smtp-password"), ca2,
 		shopHost, shopPort, shopUser, p("smtp-shop-password"), ca2,
 		f.Twilio.AccountSID(), p("twilio-token"), f.Twilio.URL(),
-		p("inbox-token-key"), o.Extra)
+		inbox, o.Extra)
 	f.Config = filepath.Join(dir, "herald.yaml")
 	w.file("herald.yaml", []byte(cfg))
 	return f, w.err
