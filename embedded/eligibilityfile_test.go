@@ -16,9 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heraldhq/herald/eligibility"
-	"github.com/heraldhq/herald/eligibility/eligibilitytest"
 	"github.com/heraldhq/herald/embedded"
-	"github.com/heraldhq/herald/internal/storereg"
 )
 
 // eligibilityChildEnv re-executes the test binary as one of the processes
@@ -31,23 +29,6 @@ func openEligibility(t *testing.T, path string) *embedded.EligibilityFile {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = f.Close() })
 	return f
-}
-
-func TestEligibilityFileConformance(t *testing.T) {
-	t.Parallel()
-	paths := storereg.New[eligibility.Store]()
-	eligibilitytest.Run(t, func(t *testing.T) eligibility.Store {
-		path := filepath.Join(t.TempDir(), "eligibility.db")
-		s := openEligibility(t, path)
-		paths.Put(s, path)
-		return s
-	}, &eligibilitytest.Options{
-		Reopen: func(t *testing.T, s eligibility.Store) eligibility.Store {
-			path := paths.Get(s)
-			require.NoError(t, s.Close())
-			return openEligibility(t, path)
-		},
-	})
 }
 
 // sharedWrites is what each process sharing the file writes: suppressions

@@ -187,21 +187,31 @@ func TestTrackingConformance(t *testing.T) {
 	})
 }
 
+// The eligibility store in a DB's file and in a file of its own
+// (EligibilityFile, shared by processes) pass the same suite.
 func TestEligibilityConformance(t *testing.T) {
 	t.Parallel()
-	paths := storereg.New[eligibility.Store]()
-	eligibilitytest.Run(t, func(t *testing.T) eligibility.Store {
-		path := filepath.Join(t.TempDir(), "herald.db")
-		s := openDB(t, path).Eligibility()
-		paths.Put(s, path)
-		return s
-	}, &eligibilitytest.Options{
-		Reopen: func(t *testing.T, s eligibility.Store) eligibility.Store {
-			path := paths.Get(s)
-			require.NoError(t, s.Close())
-			return openDB(t, path).Eligibility()
-		},
-	})
+	for name, open := range map[string]func(t *testing.T, path string) eligibility.Store{
+		"DB":   func(t *testing.T, path string) eligibility.Store { return openDB(t, path).Eligibility() },
+		"File": func(t *testing.T, path string) eligibility.Store { return openEligibility(t, path) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			paths := storereg.New[eligibility.Store]()
+			eligibilitytest.Run(t, func(t *testing.T) eligibility.Store {
+				path := filepath.Join(t.TempDir(), "herald.db")
+				s := open(t, path)
+				paths.Put(s, path)
+				return s
+			}, &eligibilitytest.Options{
+				Reopen: func(t *testing.T, s eligibility.Store) eligibility.Store {
+					path := paths.Get(s)
+					require.NoError(t, s.Close())
+					return open(t, path)
+				},
+			})
+		})
+	}
 }
 
 func TestCheckpointConformance(t *testing.T) {
