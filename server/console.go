@@ -102,6 +102,9 @@ func (c *console) css(w http.ResponseWriter, _ *http.Request) {
 
 func (c *console) render(w http.ResponseWriter, name string, data map[string]any) {
 	headers(w)
+	if c.s.cfg.Role != RoleAll {
+		data["Role"] = c.s.cfg.Role // which of a split deployment's instances this is
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := c.pages.ExecuteTemplate(w, name, data); err != nil {
 		c.s.log.Warn("heraldd: console template", "page", name, "err", err)

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +41,15 @@ func TestHeralddSplitRoles(t *testing.T) {
 	tx := start(t, f.Config, txAddr, txLogs)
 	mk := start(t, mkConfig, mkAddr, mkLogs)
 	sender, reader := f.Keys["sender"], f.Keys["reader"]
+
+	// The console says which instance an operator is logging into.
+	for p, role := range map[*proc]string{tx: "transactional", mk: "marketing"} {
+		res, err := http.Get(p.base + "/console/login")
+		require.NoError(t, err)
+		page, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.Contains(t, string(page), `id="role">the `+role+` instance`)
+	}
 
 	// Each instance refuses the other's requests, naming where they go.
 	marketingPush := pushMsg("apns", pushtest.DeviceToken("promo"), "promo", "")
