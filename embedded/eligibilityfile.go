@@ -113,9 +113,7 @@ func (f *EligibilityFile) migrate(ctx context.Context) error {
 	return tx.Commit()
 }
 
-func (f *EligibilityFile) classify(err error) error {
-	return (&DB{path: f.path}).classify(err)
-}
+func (f *EligibilityFile) classify(err error) error { return classify(f.path, err) }
 
 // Close closes the file. Other processes' handles are unaffected.
 func (f *EligibilityFile) Close() error {

@@ -477,15 +477,19 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 // classify turns SQLite's "not a database" and "corrupt" answers into ErrCorrupt.
-func (db *DB) classify(err error) error {
+func (db *DB) classify(err error) error { return classify(db.path, err) }
+
+// classify names the file an error of SQLite's came from, as ErrCorrupt
+// when SQLite found it is not a database or is damaged.
+func classify(path string, err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {
 		case sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
-			return fmt.Errorf("%w: %s: %w", ErrCorrupt, db.path, err)
+			return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 		}
 	}
-	return fmt.Errorf("embedded: %s: %w", db.path, err)
+	return fmt.Errorf("embedded: %s: %w", path, err)
 }
 
 // Retry returns the retry queue's store in this file.

@@ -28,7 +28,7 @@ func TestAdminStoreSaysWhatTheFileHolds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.name == "redis" && os.Getenv("HERALD_REDIS_ADDR") == "" {
-				t.Skip("HERALD_REDIS_ADDR is not set")
+				unavailable(t, "HERALD_REDIS_ADDR is not set")
 			}
 			dir := t.TempDir()
 			cfg, err := server.ParseConfig([]byte(`
